@@ -26,13 +26,13 @@ const (
 
 // codecs holds the serializers for one scheme.
 type codecs struct {
-	scheme       *runtime.Scheme
-	json         *json.Serializer
-	jsonStrict   *json.Serializer
-	yaml         *json.Serializer
-	yamlStrict   *json.Serializer
-	protobuf     *protobuf.Serializer
-	protobufRaw  *protobuf.RawSerializer
+	scheme      *runtime.Scheme
+	json        *json.Serializer
+	jsonStrict  *json.Serializer
+	yaml        *json.Serializer
+	yamlStrict  *json.Serializer
+	protobuf    *protobuf.Serializer
+	protobufRaw *protobuf.RawSerializer
 }
 
 func newScheme() (*runtime.Scheme, error) {
@@ -54,13 +54,13 @@ func newScheme() (*runtime.Scheme, error) {
 
 func newCodecs(s *runtime.Scheme) *codecs {
 	return &codecs{
-		scheme:       s,
-		json:         json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{}),
-		jsonStrict:   json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Strict: true}),
-		yaml:         json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Yaml: true}),
-		yamlStrict:   json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Yaml: true, Strict: true}),
-		protobuf:     protobuf.NewSerializer(s, s),
-		protobufRaw:  protobuf.NewRawSerializer(s, s),
+		scheme:      s,
+		json:        json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{}),
+		jsonStrict:  json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Strict: true}),
+		yaml:        json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Yaml: true}),
+		yamlStrict:  json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Yaml: true, Strict: true}),
+		protobuf:    protobuf.NewSerializer(s, s),
+		protobufRaw: protobuf.NewRawSerializer(s, s),
 	}
 }
 

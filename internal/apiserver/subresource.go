@@ -313,4 +313,3 @@ func (s *Server) serveScale(h *resourceHandler, w http.ResponseWriter, r *http.R
 	}
 	s.writeObject(w, r, http.StatusOK, out)
 }
-

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/skiff-sh/skiff/internal/server"
+)
+
+func kubernetesVersion() string { return server.KubernetesVersion }
+
+// serverFlags are the flags of commands that run a control plane.
+type serverFlags struct {
+	dataDir, listen, logLevel string
+	hosts, etcdEndpoints      string
+	etcdCA, etcdCert, etcdKey string
+	disableAgent              bool
+}
+
+func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
+	fs.StringVar(&f.dataDir, "data-dir", defaultDir, "directory for certificates, the admin kubeconfig and the embedded etcd's data")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:6443", "HTTPS address of the API server (host:port)")
+	fs.StringVar(&f.hosts, "tls-san", "", "extra comma-separated names and IPs for the API server's certificate")
+	fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster; empty runs etcd embedded")
+	fs.StringVar(&f.etcdCA, "etcd-cafile", "", "CA bundle that verifies the external etcd's certificate")
+	fs.StringVar(&f.etcdCert, "etcd-certfile", "", "client certificate for the external etcd")
+	fs.StringVar(&f.etcdKey, "etcd-keyfile", "", "client key for the external etcd")
+	fs.BoolVar(&f.disableAgent, "disable-agent", false, "do not run a node agent beside the control plane")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (f *serverFlags) config(e *env) (server.Config, error) {
+	log, err := newLogger(e.stderr, f.logLevel)
+	if err != nil {
+		return server.Config{}, err
+	}
+	return server.Config{
+		DataDir: f.dataDir, Listen: f.listen, Hosts: splitList(f.hosts),
+		EtcdEndpoints: splitList(f.etcdEndpoints), EtcdCAFile: f.etcdCA, EtcdCertFile: f.etcdCert, EtcdKeyFile: f.etcdKey,
+		SkiffVersion: Version, Logger: log,
+	}, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runServer(ctx context.Context, e *env, args []string) error {
+	var f serverFlags
+	fs := newFlagSet(e, "server", `
+Run skiff's control plane: etcd (embedded unless --etcd-endpoints is given) and
+the Kubernetes API server, with its control loops. On first start it creates a
+cluster CA and serving certificates in the data dir and writes an admin
+kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.`,
+		`  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:6443
+  kubectl --kubeconfig /var/lib/skiff/admin.kubeconfig get namespaces`)
+	f.register(fs, "/var/lib/skiff")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := f.config(e)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+func runUp(ctx context.Context, e *env, args []string) error {
+	var f serverFlags
+	fs := newFlagSet(e, "up", `
+Start a local skiff cluster in the foreground and print how to use it with
+kubectl. Stop it with Ctrl-C; its state stays in the data dir for the next run.
+(For now the cluster is a control plane; nodes come with the node agent.)`,
+		`  skiff up --data-dir /var/lib/skiff
+  export KUBECONFIG=/var/lib/skiff/admin.kubeconfig; kubectl get ns`)
+	f.register(fs, "/var/lib/skiff")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := f.config(e)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Starting skiff control plane in %s ...\n", cfg.DataDir)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-srv.Ready():
+	}
+	fmt.Fprintf(e.stdout, `skiff is up.
+
+KUBECONFIG=%s
+URL=https://%s
+
+Point kubectl at it:
+  export KUBECONFIG=%s
+  kubectl get namespaces
+
+Press Ctrl-C to stop.
+`, srv.Kubeconfig, cfg.Listen, srv.Kubeconfig)
+	return <-errc
+}

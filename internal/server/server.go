@@ -1,0 +1,184 @@
+// Package server wires skiff's control plane: certificates, the etcd
+// store, the API server and the control loops that run beside it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/rest"
+
+	"github.com/skiff-sh/skiff/internal/apiserver"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
+	"github.com/skiff-sh/skiff/internal/controller/namespace"
+	"github.com/skiff-sh/skiff/internal/pki"
+	"github.com/skiff-sh/skiff/internal/store"
+)
+
+// KubernetesVersion is the Kubernetes API version skiff serves.
+const KubernetesVersion = "v1.33.0"
+
+// Config configures a control plane.
+type Config struct {
+	// DataDir holds certificates, the admin kubeconfig and embedded etcd.
+	DataDir string
+	// Listen is the API server's HTTPS address.
+	Listen string
+	// Hosts are extra names and IPs for the serving certificate.
+	Hosts []string
+	// EtcdEndpoints selects an external etcd; empty means embedded.
+	EtcdEndpoints []string
+	// EtcdCAFile, EtcdCertFile and EtcdKeyFile configure TLS to etcd.
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	// SkiffVersion is the build's version, shown in /version.
+	SkiffVersion string
+	// Logger receives the control plane's logs.
+	Logger *slog.Logger
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+	// Kubeconfig is the admin kubeconfig's path.
+	Kubeconfig string
+
+	mu   sync.Mutex
+	api  *apiserver.Server
+	rest *rest.Config
+}
+
+// New checks the configuration.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: no data dir")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:6443"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
+		Kubeconfig: filepath.Join(cfg.DataDir, "admin.kubeconfig")}, nil
+}
+
+// Ready is closed when the API server answers /readyz.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// RestConfig returns an admin client configuration (valid after Ready).
+func (s *Server) RestConfig() *rest.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return rest.CopyConfig(s.rest)
+}
+
+// Run starts the control plane and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", s.cfg.DataDir, err)
+	}
+	pkiDir := filepath.Join(s.cfg.DataDir, "pki")
+	ca, err := pki.EnsureCA(pkiDir)
+	if err != nil {
+		return fmt.Errorf("cluster CA: %w", err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (is another skiff server running? choose another --listen): %w", s.cfg.Listen, err)
+	}
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	certFile, keyFile, err := ca.IssueServing(pkiDir, "apiserver", append([]string{host}, s.cfg.Hosts...))
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	certPEM, keyPEM, err := ca.IssueClient("skiff-admin", []string{"system:masters"}, 365*24*time.Hour)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("admin certificate: %w", err)
+	}
+	url := "https://" + ln.Addr().String()
+	if err := pki.WriteKubeconfig(s.Kubeconfig, url, ca.CertPEM(), certPEM, keyPEM, "skiff-admin"); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("write admin kubeconfig: %w", err)
+	}
+	st, err := store.New(ctx, store.Config{DataDir: s.cfg.DataDir, Endpoints: s.cfg.EtcdEndpoints,
+		CAFile: s.cfg.EtcdCAFile, CertFile: s.cfg.EtcdCertFile, KeyFile: s.cfg.EtcdKeyFile, Logger: s.log.With("component", "store")})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer st.Close()
+	api, err := apiserver.New(apiserver.Config{
+		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
+		Resources: builtin.Resources(),
+		Version: version.Info{Major: "1", Minor: "33", GitVersion: KubernetesVersion + "+skiff-" + s.cfg.SkiffVersion,
+			Platform: "linux/amd64", GoVersion: goVersion()},
+		Logger: s.log.With("component", "apiserver"),
+	})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	restCfg := &rest.Config{Host: url, TLSClientConfig: rest.TLSClientConfig{CAData: ca.CertPEM(), CertData: certPEM, KeyData: keyPEM},
+		QPS: 1000, Burst: 2000, UserAgent: "skiff-server"}
+	s.mu.Lock()
+	s.api, s.rest = api, restCfg
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	wg.Add(2)
+	go func() { defer wg.Done(); st.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		if err := api.Run(ctx); err != nil {
+			errc <- fmt.Errorf("apiserver: %w", err)
+		}
+	}()
+	select {
+	case <-api.Ready():
+	case err := <-errc:
+		cancel()
+		wg.Wait()
+		return err
+	case <-ctx.Done():
+		wg.Wait()
+		return nil
+	}
+	nsc, err := namespace.New(namespace.Config{Rest: restCfg, Logger: s.log.With("component", "namespace-controller")})
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := nsc.Run(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("namespace controller: %w", err)
+		}
+	}()
+	close(s.ready)
+	s.log.Info("skiff server is ready", "url", url, "kubeconfig", s.Kubeconfig)
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	return runErr
+}
