@@ -8,7 +8,9 @@ import (
 
 func TestNodeReady(t *testing.T) {
 	cond := func(ct v1.NodeConditionType, s v1.ConditionStatus) func(*v1.Node) {
-		return func(n *v1.Node) { n.Status.Conditions = append(n.Status.Conditions[:0:0], v1.NodeCondition{Type: ct, Status: s}) }
+		return func(n *v1.Node) {
+			n.Status.Conditions = append(n.Status.Conditions[:0:0], v1.NodeCondition{Type: ct, Status: s})
+		}
 	}
 	nodes := []*v1.Node{
 		mkNode("ready"),

@@ -18,7 +18,6 @@ func ownedBy(uid string) func(*v1.Pod) {
 	}
 }
 
-
 func TestSelectorSpread(t *testing.T) {
 	nodes := zonedNodes()
 	existing := []*v1.Pod{
