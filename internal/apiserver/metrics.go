@@ -51,3 +51,15 @@ func (m *metrics) observe(verb string, gr schema.GroupResource, sub string, code
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+// StoreObserver registers etcd_request_duration_seconds on reg and returns
+// the function the store calls with each request's duration.
+func StoreObserver(reg *prometheus.Registry) func(op string, d time.Duration) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "etcd_request_duration_seconds",
+		Help:    "Etcd request latency in seconds for each operation.",
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+	}, []string{"operation"})
+	reg.MustRegister(h)
+	return func(op string, d time.Duration) { h.WithLabelValues(op).Observe(d.Seconds()) }
+}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/rest"
 
@@ -112,8 +113,10 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = ln.Close()
 		return fmt.Errorf("write admin kubeconfig: %w", err)
 	}
+	reg := prometheus.NewRegistry()
 	st, err := store.New(ctx, store.Config{DataDir: s.cfg.DataDir, Endpoints: s.cfg.EtcdEndpoints,
-		CAFile: s.cfg.EtcdCAFile, CertFile: s.cfg.EtcdCertFile, KeyFile: s.cfg.EtcdKeyFile, Logger: s.log.With("component", "store")})
+		Observe: apiserver.StoreObserver(reg),
+		CAFile:  s.cfg.EtcdCAFile, CertFile: s.cfg.EtcdCertFile, KeyFile: s.cfg.EtcdKeyFile, Logger: s.log.With("component", "store")})
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -121,7 +124,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer st.Close()
 	api, err := apiserver.New(apiserver.Config{
 		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
-		Resources: builtin.Resources(),
+		Resources: builtin.Resources(), Metrics: reg,
 		Version: version.Info{Major: "1", Minor: "33", GitVersion: KubernetesVersion + "+skiff-" + s.cfg.SkiffVersion,
 			Platform: "linux/amd64", GoVersion: goVersion()},
 		Logger: s.log.With("component", "apiserver"),

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -44,6 +45,8 @@ type Config struct {
 	CompactInterval time.Duration
 	// Logger receives the store's logs.
 	Logger *slog.Logger
+	// Observe, when set, is told how long each etcd request took.
+	Observe func(op string, d time.Duration)
 }
 
 // KV is one stored value with the revision that last modified it.
@@ -59,6 +62,8 @@ type Store struct {
 	client *clientv3.Client
 	etcd   *embed.Etcd // nil when external
 	log    *slog.Logger
+	// closing is set once Close starts.
+	closing atomic.Bool
 }
 
 // New connects to etcd, starting the embedded server when no endpoints are
@@ -130,9 +135,8 @@ func (s *Store) startEmbedded() error {
 	ec.ListenPeerUrls = []url.URL{sock("peer.sock")}
 	ec.AdvertisePeerUrls = ec.ListenPeerUrls
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
-	ec.LogLevel = "error"
 	ec.Logger = "zap"
-	ec.LogOutputs = []string{"stderr"}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newEtcdLogger(s.log, &s.closing))
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return fmt.Errorf("start embedded etcd in %s: %w", dir, err)
@@ -153,6 +157,7 @@ func (s *Store) startEmbedded() error {
 
 // Close stops the client and the embedded server.
 func (s *Store) Close() error {
+	s.closing.Store(true)
 	err := s.client.Close()
 	if s.etcd != nil {
 		s.etcd.Close()
@@ -203,6 +208,7 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 
 // Get returns the value at key.
 func (s *Store) Get(ctx context.Context, key string) (KV, error) {
+	defer s.observe("get", time.Now())
 	resp, err := s.client.Get(ctx, key)
 	if err != nil {
 		return KV{}, fmt.Errorf("get %s: %w", key, err)
@@ -218,6 +224,7 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 // (start "" means from the beginning), read at revision rev (0: latest).
 // It returns the revision read and whether more keys follow.
 func (s *Store) List(ctx context.Context, prefix, start string, limit int64, rev int64) ([]KV, int64, bool, error) {
+	defer s.observe("list", time.Now())
 	from := prefix
 	if start != "" {
 		from = start
@@ -246,6 +253,7 @@ func (s *Store) List(ctx context.Context, prefix, start string, limit int64, rev
 // Create stores value at key if the key does not exist and returns the new
 // revision.
 func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	defer s.observe("create", time.Now())
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(value))).
@@ -263,6 +271,7 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, er
 // rev, and returns the new revision. On a mismatch it returns ErrConflict
 // (or ErrNotFound when the key is gone) together with the current value.
 func (s *Store) Update(ctx context.Context, key string, value []byte, rev int64) (int64, KV, error) {
+	defer s.observe("update", time.Now())
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpPut(key, string(value))).
@@ -280,6 +289,7 @@ func (s *Store) Update(ctx context.Context, key string, value []byte, rev int64)
 // Delete removes key if its modification revision is rev and returns the
 // revision of the deletion; errors as Update.
 func (s *Store) Delete(ctx context.Context, key string, rev int64) (int64, KV, error) {
+	defer s.observe("delete", time.Now())
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpDelete(key)).
@@ -397,4 +407,10 @@ func (s *Store) RequestProgress(ctx context.Context) error {
 
 func isCompacted(err error) bool {
 	return errors.Is(err, ErrCompacted) || errors.Is(err, rpctypes.ErrCompacted)
+}
+
+func (s *Store) observe(op string, start time.Time) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(op, time.Since(start))
+	}
 }
