@@ -8,6 +8,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func container(cpu, mem string) v1.Container {
@@ -169,5 +170,34 @@ func TestSelectHostPicksMaxAndSpreadsTies(t *testing.T) {
 	}
 	if seen["a"]+seen["d"] != 0 || seen["b"] == 0 || seen["c"] == 0 {
 		t.Errorf("picks %v: want only b and c, both", seen)
+	}
+}
+
+func TestSnapshotSetRemove(t *testing.T) {
+	mk := func(name string, anti bool) *NodeInfo {
+		ni := NewNodeInfo(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		if anti {
+			ni.AddPod(NewPodInfo(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p" + name, UID: types.UID("p" + name)}, Spec: v1.PodSpec{
+				Affinity: &v1.Affinity{PodAntiAffinity: &v1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []v1.PodAffinityTerm{{TopologyKey: "k"}}}}}}))
+		}
+		return ni
+	}
+	s := NewSnapshot([]*NodeInfo{mk("a", false), mk("b", true), mk("c", false), NewNodeInfo(nil)})
+	if len(s.Nodes()) != 3 || len(s.NodesWithRequiredAntiAffinityPods()) != 1 {
+		t.Fatalf("nodes %d anti %d", len(s.Nodes()), len(s.NodesWithRequiredAntiAffinityPods()))
+	}
+	s.Remove("a")
+	s.Set(mk("c", true))
+	s.Set(mk("d", false))
+	s.Refresh()
+	var names []string
+	for _, n := range s.Nodes() {
+		names = append(names, n.Name())
+		if s.Get(n.Name()) != n {
+			t.Errorf("Get(%s) does not return the listed node", n.Name())
+		}
+	}
+	if len(names) != 3 || s.Get("a") != nil || len(s.NodesWithRequiredAntiAffinityPods()) != 2 || len(s.NodesWithAffinityPods()) != 2 {
+		t.Errorf("after updates: nodes %v, anti %d", names, len(s.NodesWithRequiredAntiAffinityPods()))
 	}
 }

@@ -7,12 +7,14 @@ import (
 )
 
 // Snapshot is the consistent view of the cluster one scheduling cycle reads.
-// Nothing in it changes while a cycle runs.
+// Nothing in it changes while a cycle runs; between cycles its owner (the
+// cache) updates it in place with Set and Remove, then calls Refresh.
 type Snapshot struct {
 	nodes                    []*NodeInfo
-	byName                   map[string]*NodeInfo
+	index                    map[string]int
 	withAffinity             []*NodeInfo
 	withRequiredAntiAffinity []*NodeInfo
+	stale                    bool
 
 	// NamespaceLabels returns a namespace's labels, for namespaceSelector
 	// in pod affinity terms. Nil means no namespace has labels.
@@ -27,13 +29,57 @@ type Snapshot struct {
 // NewSnapshot builds a snapshot over nodes; NodeInfos without a node object
 // are left out.
 func NewSnapshot(nodes []*NodeInfo) *Snapshot {
-	s := &Snapshot{nodes: make([]*NodeInfo, 0, len(nodes)), byName: make(map[string]*NodeInfo, len(nodes))}
+	s := &Snapshot{nodes: make([]*NodeInfo, 0, len(nodes)), index: make(map[string]int, len(nodes))}
 	for _, n := range nodes {
-		if n.Node() == nil {
-			continue
+		s.Set(n)
+	}
+	s.Refresh()
+	return s
+}
+
+// Set adds or replaces the node named like n; a NodeInfo without a node
+// object removes nothing and is ignored.
+func (s *Snapshot) Set(n *NodeInfo) {
+	if n.Node() == nil {
+		return
+	}
+	name := n.Name()
+	if i, ok := s.index[name]; ok {
+		old := s.nodes[i]
+		s.nodes[i] = n
+		if len(old.PodsWithAffinity) > 0 || len(n.PodsWithAffinity) > 0 {
+			s.stale = true
 		}
-		s.nodes = append(s.nodes, n)
-		s.byName[n.Name()] = n
+		return
+	}
+	s.index[name] = len(s.nodes)
+	s.nodes = append(s.nodes, n)
+	s.stale = true
+}
+
+// Remove drops a node.
+func (s *Snapshot) Remove(name string) {
+	i, ok := s.index[name]
+	if !ok {
+		return
+	}
+	last := len(s.nodes) - 1
+	s.nodes[i] = s.nodes[last]
+	s.index[s.nodes[i].Name()] = i
+	s.nodes[last] = nil
+	s.nodes = s.nodes[:last]
+	delete(s.index, name)
+	s.stale = true
+}
+
+// Refresh rebuilds the lists of nodes holding pods with affinity terms
+// after Set or Remove.
+func (s *Snapshot) Refresh() {
+	if !s.stale {
+		return
+	}
+	s.withAffinity, s.withRequiredAntiAffinity = s.withAffinity[:0], s.withRequiredAntiAffinity[:0]
+	for _, n := range s.nodes {
 		if len(n.PodsWithAffinity) > 0 {
 			s.withAffinity = append(s.withAffinity, n)
 		}
@@ -41,14 +87,19 @@ func NewSnapshot(nodes []*NodeInfo) *Snapshot {
 			s.withRequiredAntiAffinity = append(s.withRequiredAntiAffinity, n)
 		}
 	}
-	return s
+	s.stale = false
 }
 
 // Nodes lists every node.
 func (s *Snapshot) Nodes() []*NodeInfo { return s.nodes }
 
 // Get returns one node, nil if absent.
-func (s *Snapshot) Get(name string) *NodeInfo { return s.byName[name] }
+func (s *Snapshot) Get(name string) *NodeInfo {
+	if i, ok := s.index[name]; ok {
+		return s.nodes[i]
+	}
+	return nil
+}
 
 // NodesWithAffinityPods lists nodes holding pods with affinity terms.
 func (s *Snapshot) NodesWithAffinityPods() []*NodeInfo { return s.withAffinity }
