@@ -50,5 +50,3 @@ func errMessages(errs field.ErrorList) string {
 	}
 	return strings.Join(msgs, "\n")
 }
-
-func sprintf(v interface{}) string { return fmt.Sprintf("%#v", v) }

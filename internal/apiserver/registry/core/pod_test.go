@@ -1,6 +1,7 @@
 package core
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestPodDefault(t *testing.T) {
 					corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
 				}},
 				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt32(8080)}}},
-				Env: []corev1.EnvVar{{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+				Env:           []corev1.EnvVar{{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 			},
 			{Name: "b", Image: "registry.local:5000/app:v1"},
 			{Name: "c", Image: "app@sha256:abcd"},
@@ -96,17 +97,11 @@ func TestPodDefault(t *testing.T) {
 		{"tolerations untouched", s.Tolerations, []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists}}},
 	}
 	for _, c := range checks {
-		if !equalish(c.got, c.want) {
+		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %#v, want %#v", c.name, c.got, c.want)
 		}
 	}
 }
-
-func equalish(a, b interface{}) bool {
-	return strings.TrimSpace(fmtV(a)) == strings.TrimSpace(fmtV(b))
-}
-
-func fmtV(v interface{}) string { return strings.ReplaceAll(strings.TrimSpace(sprintf(v)), " ", "") }
 
 func TestPodHostNetworkDefaultsHostPort(t *testing.T) {
 	pod := &corev1.Pod{Spec: corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "a", Image: "x", Ports: []corev1.ContainerPort{{ContainerPort: 53}}}}}}
