@@ -51,32 +51,38 @@ type CA struct {
 // atomically, so ca.crt marks a complete CA: a crash before it is written
 // leaves no CA, and the next call starts over. A ca.crt without its key, or
 // with a key that does not match, is an error: such a CA may already be
-// trusted by clients and is never replaced silently.
+// trusted by clients and is never replaced silently. An advisory lock on dir
+// keeps concurrent callers, in this process or another, from interleaving.
 func EnsureCA(dir string) (*CA, error) {
 	return ensureCA(dir, time.Now)
 }
 
 func ensureCA(dir string, now func() time.Time) (*CA, error) {
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("ensure CA: %w", err)
+	}
+	defer unlock()
+
 	certPath := filepath.Join(dir, CACertFile)
 	keyPath := filepath.Join(dir, CAKeyFile)
 
 	certPEM, err := os.ReadFile(certPath)
-	switch {
-	case err == nil:
-		keyPEM, err := os.ReadFile(keyPath)
-		if err != nil {
-			return nil, fmt.Errorf("read CA key (the CA certificate %s exists): %w", certPath, err)
-		}
-		ca, err := newCA(certPEM, keyPEM, now)
-		if err != nil {
-			return nil, fmt.Errorf("load CA from %s: %w", dir, err)
-		}
-		return ca, nil
-	case errors.Is(err, fs.ErrNotExist):
+	if errors.Is(err, fs.ErrNotExist) {
 		return createCA(dir, now)
-	default:
+	}
+	if err != nil {
 		return nil, fmt.Errorf("read CA certificate: %w", err)
 	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("read CA key (the CA certificate %s exists): %w", certPath, err)
+	}
+	ca, err := newCA(certPEM, keyPEM, now)
+	if err != nil {
+		return nil, fmt.Errorf("load CA from %s: %w", dir, err)
+	}
+	return ca, nil
 }
 
 // LoadCA builds a CA from PEM-encoded certificate and key, for a CA that is
@@ -139,9 +145,6 @@ func createCA(dir string, now func() time.Time) (*CA, error) {
 	keyPEM, err := encodeKey(key)
 	if err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create CA directory: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("write CA key: %w", err)

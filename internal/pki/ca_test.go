@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -223,5 +224,36 @@ func TestPoolAndCertPEMAreCopies(t *testing.T) {
 	}
 	if _, _, err := ca.VerifyClient(cert, nil); err == nil {
 		t.Error("adding to the returned pool changed what the CA trusts")
+	}
+}
+
+func TestEnsureCAConcurrentCallersAgree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	const n = 8
+	cas := make([]*CA, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cas[i], errs[i] = EnsureCA(dir)
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if !bytes.Equal(cas[i].CertPEM(), cas[0].CertPEM()) {
+			t.Errorf("caller %d got a different CA than caller 0", i)
+		}
+	}
+	onDisk, err := EnsureCA(dir)
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if !bytes.Equal(onDisk.CertPEM(), cas[0].CertPEM()) {
+		t.Error("the CA on disk is not the one the callers got")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // writeFileAtomic writes data to path through a temporary file in the same
@@ -140,4 +141,22 @@ func parseKey(data []byte) (crypto.Signer, error) {
 func keyMatches(cert *x509.Certificate, key crypto.Signer) bool {
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	return ok && pub.Equal(cert.PublicKey)
+}
+
+// lockDir takes an exclusive advisory lock on dir (creating it if needed), so
+// that two processes making the same files do not interleave their writes.
+// The returned function releases the lock.
+func lockDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("lock directory %s: %w", dir, err)
+	}
+	return func() { _ = d.Close() }, nil // closing the descriptor releases the lock
 }

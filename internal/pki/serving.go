@@ -51,6 +51,11 @@ func (c *CA) IssueServing(dir, name string, hosts []string) (certFile, keyFile s
 		return "", "", fmt.Errorf("issue serving certificate %s: %w", name, err)
 	}
 
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return "", "", fmt.Errorf("issue serving certificate %s: %w", name, err)
+	}
+	defer unlock()
 	current, err := c.servingUpToDate(certFile, keyFile, ips, dnsNames)
 	if err != nil {
 		return "", "", fmt.Errorf("issue serving certificate %s: %w", name, err)

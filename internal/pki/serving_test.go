@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -237,5 +238,29 @@ func mustWrite(t *testing.T, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestIssueServingConcurrentCallers(t *testing.T) {
+	ca, _ := mustCA(t)
+	dir := t.TempDir()
+	hostSets := [][]string{{"10.0.0.1"}, {"10.0.0.2"}, {"a.test"}, {"b.test"}, {"10.0.0.1"}, {"a.test"}}
+	var wg sync.WaitGroup
+	errs := make([]error, len(hostSets))
+	for i, hosts := range hostSets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, errs[i] = ca.IssueServing(dir, "apiserver", hosts)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("caller %d: %v", i, err)
+		}
+	}
+	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "apiserver.crt"), filepath.Join(dir, "apiserver.key")); err != nil {
+		t.Errorf("after concurrent issuing the files do not form a pair: %v", err)
 	}
 }
