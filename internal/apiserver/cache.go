@@ -15,9 +15,9 @@ import (
 	"github.com/skiff-sh/skiff/internal/store"
 )
 
-// historySize is how many recent events a cache keeps to serve watches
+// defaultHistory is how many recent events a cache keeps to serve watches
 // that resume from an older resourceVersion.
-const historySize = 10000
+const defaultHistory = 10000
 
 // maxWatcherBacklog is how many undelivered events a slow watcher may have
 // before it is closed (its client then re-watches from its last version).
@@ -38,24 +38,28 @@ type cacheEvent struct {
 // watchCache mirrors one storage prefix of etcd in memory, fed by an etcd
 // watch, and fans its changes out to API watchers.
 type watchCache struct {
-	prefix string
-	st     *store.Store
-	decode func(store.KV) (runtime.Object, error)
-	log    *slog.Logger
+	prefix  string
+	history int // events kept
+	st      *store.Store
+	decode  func(store.KV) (runtime.Object, error)
+	log     *slog.Logger
 
 	mu       sync.RWMutex
 	cond     *sync.Cond
 	items    map[string]runtime.Object
 	rv       int64
 	floor    int64 // watches from versions >= floor can be served
-	history  []cacheEvent
+	events   []cacheEvent
 	watchers map[*cacheWatcher]struct{}
 	ready    bool
 	progress func() // asks etcd for a progress notification on this watch
 }
 
-func newWatchCache(prefix string, st *store.Store, decode func(store.KV) (runtime.Object, error), log *slog.Logger) *watchCache {
-	c := &watchCache{prefix: prefix, st: st, decode: decode, log: log,
+func newWatchCache(prefix string, history int, st *store.Store, decode func(store.KV) (runtime.Object, error), log *slog.Logger) *watchCache {
+	if history <= 0 {
+		history = defaultHistory
+	}
+	c := &watchCache{prefix: prefix, history: history, st: st, decode: decode, log: log,
 		items: map[string]runtime.Object{}, watchers: map[*cacheWatcher]struct{}{}}
 	c.cond = sync.NewCond(&c.mu)
 	return c
@@ -110,7 +114,7 @@ func (c *watchCache) listAndWatch(ctx context.Context) error {
 	c.items = items
 	c.rv = rev
 	c.floor = rev
-	c.history = c.history[:0]
+	c.events = c.events[:0]
 	c.ready = true
 	c.progress = func() { _ = c.st.RequestProgress(wctx) }
 	c.cond.Broadcast()
@@ -158,12 +162,12 @@ func (c *watchCache) apply(batch []store.Event) {
 			c.items[ev.KV.Key] = obj
 		}
 		c.rv = ev.Revision
-		if len(c.history) >= historySize {
-			c.floor = c.history[0].rv
-			copy(c.history, c.history[1:])
-			c.history = c.history[:len(c.history)-1]
+		if len(c.events) >= c.history {
+			c.floor = c.events[0].rv
+			copy(c.events, c.events[1:])
+			c.events = c.events[:len(c.events)-1]
 		}
-		c.history = append(c.history, ce)
+		c.events = append(c.events, ce)
 		for w := range c.watchers {
 			if !w.push(ce) {
 				delete(c.watchers, w)
@@ -325,8 +329,8 @@ func (c *watchCache) watch(ctx context.Context, keyPrefix string, rv int64, init
 	if rv < c.floor {
 		return nil, nil, 0, fmt.Errorf("%w: %d (the oldest kept is %d)", errTooOld, rv, c.floor)
 	}
-	i := sort.Search(len(c.history), func(i int) bool { return c.history[i].rv > rv })
-	for _, ev := range c.history[i:] {
+	i := sort.Search(len(c.events), func(i int) bool { return c.events[i].rv > rv })
+	for _, ev := range c.events[i:] {
 		w.queue = append(w.queue, ev)
 	}
 	if len(w.queue) > 0 {

@@ -49,6 +49,9 @@ func newScheme() (*runtime.Scheme, error) {
 		}
 	}
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
+	// kubectl sends DeleteOptions as meta.k8s.io/v1
+	s.AddKnownTypes(metav1.SchemeGroupVersion, &metav1.DeleteOptions{}, &metav1.ListOptions{},
+		&metav1.GetOptions{}, &metav1.CreateOptions{}, &metav1.UpdateOptions{}, &metav1.PatchOptions{})
 	return s, nil
 }
 

@@ -732,7 +732,12 @@ func (h *resourceHandler) deleteOptions(r *http.Request, q queryParams) (*metav1
 		return nil, err
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
-		if _, _, err := h.s.codecs.json.Decode(body, &schema.GroupVersionKind{Version: "v1", Kind: "DeleteOptions"}, opts); err != nil {
+		dec, _, err := h.s.codecs.decoderFor(r.Header.Get("Content-Type"), false)
+		if err != nil {
+			return nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "", schema.GroupResource{}, "", err.Error(), 0, false)
+		}
+		def := metav1.SchemeGroupVersion.WithKind("DeleteOptions")
+		if _, _, err := dec.Decode(body, &def, opts); err != nil {
 			return nil, apierrors.NewBadRequest("invalid DeleteOptions: " + err.Error())
 		}
 	}

@@ -51,6 +51,12 @@ type Config struct {
 	// Metrics is where the server's metrics are registered; nil for a new
 	// registry served at /metrics.
 	Metrics *prometheus.Registry
+	// Bootstrap objects are created at start when they do not exist (the
+	// system namespaces, priority classes, ...). They need type metadata.
+	Bootstrap []runtime.Object
+	// WatchHistory is how many recent events each resource's watch cache
+	// keeps for watches that resume from an older version (default 10000).
+	WatchHistory int
 	// Logger receives the server's logs.
 	Logger *slog.Logger
 }
@@ -120,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 					return nil, fmt.Errorf("apiserver: %s is stored as %s, which is not served", gr, storageGR)
 				}
 				gr := storageGR
-				c = newWatchCache(storagePrefix(cfg.KeyPrefix, storageGR), cfg.Store,
+				c = newWatchCache(storagePrefix(cfg.KeyPrefix, storageGR), cfg.WatchHistory, cfg.Store,
 					func(kv store.KV) (runtime.Object, error) { return s.decodeStored(gr, kv) }, cfg.Logger)
 				s.caches[storageGR] = c
 			}
@@ -320,8 +326,8 @@ func (s *Server) Run(ctx context.Context) error {
 				return
 			}
 		}
-		if err := s.ensureSystemNamespaces(cctx); err != nil {
-			s.log.Error("create system namespaces", "err", err)
+		if err := s.bootstrap(cctx); err != nil {
+			s.log.Error("create bootstrap objects", "err", err)
 		}
 		close(s.ready)
 	}()
@@ -337,23 +343,32 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// ensureSystemNamespaces creates the namespaces every cluster has.
-func (s *Server) ensureSystemNamespaces(ctx context.Context) error {
-	h := s.byGR[schema.GroupResource{Resource: "namespaces"}]
-	if h == nil {
-		return nil
-	}
-	for _, name := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
-		ns := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-			ObjectMeta: metav1.ObjectMeta{Name: name}}
-		prepareCreateMeta(ns, true)
-		h.r.Strategy.Default(ns)
-		h.r.Strategy.PrepareForCreate(ns)
-		data, err := h.encodeForStore(ns)
+// bootstrap creates the configured objects that do not exist yet.
+func (s *Server) bootstrap(ctx context.Context) error {
+	for _, obj := range s.cfg.Bootstrap {
+		gvk := obj.GetObjectKind().GroupVersionKind()
+		var h *resourceHandler
+		for _, c := range s.handlers {
+			if c.r.GVK == gvk {
+				h = c
+			}
+		}
+		if h == nil {
+			return fmt.Errorf("bootstrap object of kind %s is not served", gvk)
+		}
+		obj = obj.DeepCopyObject()
+		m := registry.Meta(obj)
+		prepareCreateMeta(m, h.hasSpec)
+		h.r.Strategy.Default(obj)
+		h.r.Strategy.PrepareForCreate(obj)
+		if errs := append(h.validateMeta(obj), h.r.Strategy.ValidateCreate(obj)...); len(errs) > 0 {
+			return fmt.Errorf("bootstrap %s %s: %w", gvk.Kind, m.GetName(), errs.ToAggregate())
+		}
+		data, err := h.encodeForStore(obj)
 		if err != nil {
 			return err
 		}
-		if _, err := s.store.Create(ctx, h.key("", name), data); err != nil && !errors.Is(err, store.ErrExists) {
+		if _, err := s.store.Create(ctx, h.key(m.GetNamespace(), m.GetName()), data); err != nil && !errors.Is(err, store.ErrExists) {
 			return err
 		}
 	}

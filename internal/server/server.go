@@ -124,7 +124,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer st.Close()
 	api, err := apiserver.New(apiserver.Config{
 		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
-		Resources: builtin.Resources(), Metrics: reg,
+		Resources: builtin.Resources(), Metrics: reg, Bootstrap: bootstrapObjects(),
 		Version: version.Info{Major: "1", Minor: "33", GitVersion: KubernetesVersion + "+skiff-" + s.cfg.SkiffVersion,
 			Platform: "linux/amd64", GoVersion: goVersion()},
 		Logger: s.log.With("component", "apiserver"),

@@ -36,7 +36,9 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 }
 
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	level := slog.LevelWarn
+	// etcd warns about its single-node embedded setup on every start;
+	// its errors are what matters.
+	level := slog.LevelDebug
 	if e.Level >= zapcore.ErrorLevel {
 		level = slog.LevelError
 	}

@@ -3,7 +3,17 @@ package builtin
 
 import (
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/apps"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/autoscaling"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/batch"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/coordination"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/discovery"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/events"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/networking"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/policy"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/rbac"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/scheduling"
 )
 
 // Resources returns the built-in resources, grouped by API group in the
@@ -12,6 +22,16 @@ func Resources() []*registry.Resource {
 	var out []*registry.Resource
 	for _, group := range [][]*registry.Resource{
 		core.Resources(),
+		apps.Resources(),
+		events.Resources(),
+		autoscaling.Resources(),
+		batch.Resources(),
+		networking.Resources(),
+		policy.Resources(),
+		rbac.Resources(),
+		scheduling.Resources(),
+		coordination.Resources(),
+		discovery.Resources(),
 	} {
 		out = append(out, group...)
 	}
