@@ -179,7 +179,7 @@ func TestWatchCompactedIsGone(t *testing.T) {
 	}
 }
 
-func TestWatchTooOldVersion(t *testing.T) {
+func TestWatchOlderThanCache(t *testing.T) {
 	ts := startTestServerWith(t, 10)
 	ctx := context.Background()
 	cms := ts.cs.CoreV1().ConfigMaps("default")
@@ -187,28 +187,49 @@ func TestWatchTooOldVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 20; i++ {
-		if _, err := cms.Create(ctx, cm(fmt.Sprintf("n%d", i), nil), metav1.CreateOptions{}); err != nil {
+	const n = 20
+	for i := 0; i < n; i++ {
+		if _, err := cms.Create(ctx, cm(fmt.Sprintf("n%02d", i), nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// the cache keeps 10 events: a watch from the first version is too old
+	// The cache keeps 10 events: this watch is served from etcd's history.
 	w, err := cms.Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case ev := <-w.ResultChan():
+			c, ok := ev.Object.(*corev1.ConfigMap)
+			if !ok || ev.Type != watch.Added || c.Name != fmt.Sprintf("n%02d", i) {
+				t.Fatalf("event %d: got %s %v", i, ev.Type, ev.Object)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("event %d not received", i)
+		}
+	}
+	w.Stop()
+	rev, err := ts.store.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.store.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	// Now the history is gone too: 410.
+	w, err = cms.Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
 	if err == nil {
-		// the error may arrive as the first event
 		ev := <-w.ResultChan()
 		w.Stop()
-		if ev.Type != watch.Error {
-			t.Fatalf("watch from an old version: got %s, want an error", ev.Type)
-		}
 		st, ok := ev.Object.(*metav1.Status)
-		if !ok || st.Code != http.StatusGone {
-			t.Fatalf("watch from version 1: got %v, want 410", ev.Object)
+		if ev.Type != watch.Error || !ok || st.Code != http.StatusGone {
+			t.Fatalf("watch from a compacted version: got %s %v, want 410", ev.Type, ev.Object)
 		}
 		return
 	}
 	if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
-		t.Fatalf("watch from version 1: got %v, want 410 Gone", err)
+		t.Fatalf("watch from a compacted version: got %v, want 410 Gone", err)
 	}
 }
 

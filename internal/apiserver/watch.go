@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/skiff-sh/skiff/internal/store"
 
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
 )
@@ -68,15 +71,22 @@ func (s *Server) serveWatch(h *resourceHandler, w http.ResponseWriter, r *http.R
 		rv, _ = strconv.ParseInt(q.resourceVersion, 10, 64)
 	}
 	cw, objs, startRV, err := h.cache.watch(ctx, h.keyPrefix(ri.namespace), rv, initial)
-	if err != nil {
-		if rv > 0 && isTooOld(err) {
-			s.writeError(w, r, apierrors.NewResourceExpired(err.Error()))
+	switch {
+	case err != nil && rv > 0 && isTooOld(err):
+		// Older than the cache's window (after a restart, say): replay
+		// etcd's history, which reaches back to the last compaction.
+		cw, err = h.watchFromStore(ctx, h.keyPrefix(ri.namespace), rv)
+		if err != nil {
+			s.writeError(w, r, err)
 			return
 		}
+		startRV = rv
+	case err != nil:
 		s.writeError(w, r, apierrors.NewTimeoutError(err.Error(), 1))
 		return
+	default:
+		defer h.cache.unwatch(cw)
 	}
-	defer h.cache.unwatch(cw)
 	s.metrics.watchers.WithLabelValues(h.gr.String()).Inc()
 	defer s.metrics.watchers.WithLabelValues(h.gr.String()).Dec()
 
@@ -242,3 +252,74 @@ func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, 
 }
 
 func isTooOld(err error) bool { return errors.Is(err, errTooOld) }
+
+// watchFromStore serves a watch from etcd's history after rv. It returns
+// 410 Gone when etcd compacted that history.
+func (h *resourceHandler) watchFromStore(ctx context.Context, prefix string, rv int64) (*cacheWatcher, error) {
+	// Make sure the revision is still in etcd's history before answering.
+	if _, _, _, err := h.s.store.List(ctx, prefix, "", 1, rv); err != nil {
+		if errors.Is(err, store.ErrCompacted) {
+			return nil, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d", rv))
+		}
+		return nil, apierrors.NewInternalError(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	events, werr := h.s.store.Watch(wctx, prefix, rv)
+	cw := newCacheWatcher()
+	go func() {
+		defer cancel()
+		defer cw.stop()
+		for batch := range events {
+			for _, ev := range batch {
+				if ev.Type == store.Progress {
+					continue
+				}
+				ce, err := h.storeEvent(ev)
+				if err != nil {
+					h.s.log.Error("decode watched object", "key", ev.KV.Key, "err", err)
+					continue
+				}
+				if !cw.push(ce) {
+					return
+				}
+			}
+		}
+		if err := werr(); err != nil && wctx.Err() == nil {
+			h.s.log.Debug("watch from store ended", "prefix", prefix, "err", err)
+		}
+	}()
+	go func() {
+		select {
+		case <-cw.done:
+		case <-wctx.Done():
+		}
+		cancel()
+	}()
+	return cw, nil
+}
+
+// storeEvent turns an etcd event into a cache event with decoded objects.
+func (h *resourceHandler) storeEvent(ev store.Event) (cacheEvent, error) {
+	obj, err := h.s.decodeStored(h.storageGR, ev.KV)
+	if err != nil {
+		return cacheEvent{}, err
+	}
+	ce := cacheEvent{key: ev.KV.Key, obj: obj, rv: ev.Revision}
+	switch {
+	case ev.Type == store.Deleted:
+		ce.typ = watch.Deleted
+		ce.prev = obj
+	case ev.Created:
+		ce.typ = watch.Added
+	default:
+		ce.typ = watch.Modified
+		if ev.Prev != nil {
+			prev, err := h.s.decodeStored(h.storageGR, store.KV{Key: ev.KV.Key, Value: ev.Prev, ModRevision: ev.Revision})
+			if err != nil {
+				return cacheEvent{}, err
+			}
+			ce.prev = prev
+		}
+	}
+	return ce, nil
+}

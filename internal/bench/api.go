@@ -88,6 +88,7 @@ func API(ctx context.Context, cfg APIConfig) (Result, error) {
 	}
 	defer stop()
 	rc.QPS, rc.Burst = -1, 0
+	rc.ContentType = "application/json"
 	if cfg.Protobuf {
 		rc.ContentType = "application/vnd.kubernetes.protobuf"
 	}

@@ -339,6 +339,8 @@ type Event struct {
 	KV       KV // for Deleted: Value is the previous value, ModRevision the deletion's revision
 	Revision int64
 	Created  bool // Put of a key that did not exist
+	// Prev is the value before a Put (nil for a creation).
+	Prev []byte
 }
 
 // Watch streams the changes under prefix after revision rev until ctx ends
@@ -382,6 +384,9 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev int64) (<-chan []E
 				default:
 					e.Type = Put
 					e.Created = ev.IsCreate()
+					if ev.PrevKv != nil {
+						e.Prev = ev.PrevKv.Value
+					}
 					e.KV = KV{Key: string(ev.Kv.Key), Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision}
 				}
 				batch = append(batch, e)
