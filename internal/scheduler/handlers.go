@@ -71,7 +71,9 @@ func (s *Scheduler) onPodAdd(obj any) {
 		s.cache.AddPod(s.withPriority(pod))
 		s.queue.MoveAllToActiveOrBackoff(failedOn(affinityPlugins))
 	case s.responsible(pod) && !terminal(pod) && pod.DeletionTimestamp == nil:
-		s.queue.Add(s.withPriority(pod))
+		p := s.withPriority(pod)
+		s.nominees.onPending(p)
+		s.queue.Add(p)
 	}
 }
 
@@ -84,6 +86,7 @@ func (s *Scheduler) onPodUpdate(oldObj, newObj any) {
 	if pod.Spec.NodeName != "" {
 		if old.Spec.NodeName == "" {
 			s.queue.Delete(pod) // bound, by us or by someone else
+			s.nominees.forget(pod)
 		}
 		if terminal(pod) {
 			s.cache.RemovePod(pod)
@@ -101,9 +104,12 @@ func (s *Scheduler) onPodUpdate(oldObj, newObj any) {
 	}
 	if terminal(pod) || pod.DeletionTimestamp != nil {
 		s.queue.Delete(pod)
+		s.nominees.forget(pod)
 		return
 	}
-	s.queue.Update(s.withPriority(pod))
+	p := s.withPriority(pod)
+	s.nominees.onPending(p)
+	s.queue.Update(p)
 }
 
 func (s *Scheduler) onPodDelete(obj any) {
@@ -120,6 +126,7 @@ func (s *Scheduler) onPodDelete(obj any) {
 		return
 	}
 	s.queue.Delete(pod)
+	s.nominees.forget(pod)
 	// An assumed pod deleted before its binding was seen frees its node.
 	if s.cache.IsAssumed(pod.UID) {
 		s.cache.ForgetPod(pod)

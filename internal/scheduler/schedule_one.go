@@ -43,7 +43,7 @@ func (s *Scheduler) scheduleOne(ctx context.Context) error {
 	}
 	start := s.clock.Now()
 	snap := s.cache.Snapshot()
-	snap.NamespaceLabels, snap.ServiceSelectors = s.namespaceLabels, s.serviceSelectors
+	snap.NamespaceLabels, snap.ServiceSelectors, snap.Nominated = s.namespaceLabels, s.serviceSelectors, s.nominees.pods
 	res, err := fwk.Schedule(ctx, snap, pod)
 	if err != nil {
 		s.handleFailure(ctx, fwk, snap, qp, err)
@@ -53,6 +53,7 @@ func (s *Scheduler) scheduleOne(ctx context.Context) error {
 	s.metrics.attempt("scheduled", s.clock.Since(start))
 	assumed := pod.DeepCopy()
 	assumed.Spec.NodeName = res.Node
+	s.nominees.forget(pod)
 	if err := s.cache.AssumePod(assumed); err != nil {
 		s.queue.AddBackoff(qp)
 		return fmt.Errorf("assume %s/%s on %s: %w", pod.Namespace, pod.Name, res.Node, err)
@@ -129,6 +130,7 @@ func (s *Scheduler) handleFailure(ctx context.Context, fwk *framework.Framework,
 			s.log.Error("preemption", "pod", klogKey(pod), "err", perr)
 		case pre != nil:
 			nominated = pre.Node
+			s.nominees.set(pod, pre.Node)
 			s.evict(ctx, profile, pod, pre)
 		default:
 			fe.Diagnosis.PostFilterMsg = postMsg

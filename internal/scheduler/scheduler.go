@@ -52,6 +52,7 @@ type Scheduler struct {
 	queue    *queue.Queue
 	cache    *schedcache.Cache
 	metrics  *metrics
+	nominees *nominator
 	ready    chan struct{}
 	readyOne sync.Once
 
@@ -110,6 +111,7 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg: cfg, log: cfg.Logger, client: client, clock: cfg.Clock, file: *file,
 		profiles: map[string]*framework.Framework{},
 		cache:    schedcache.New(cfg.Clock, defaultAssumeTTL),
+		nominees: newNominator(),
 		ready:    make(chan struct{}),
 	}
 	for _, pc := range file.Profiles {

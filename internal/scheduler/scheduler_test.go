@@ -210,6 +210,7 @@ func TestPreemptsLowerPriorityPod(t *testing.T) {
 		_, err := h.client.CoreV1().Pods("default").Get(context.Background(), "victim", metav1.GetOptions{})
 		return err != nil
 	})
+	eventually(t, "vip nominated", func() bool { return h.pod("default", "vip").Status.NominatedNodeName == "n1" })
 	eventually(t, "vip bound", func() bool { return h.nodeOf("vip") == "n1" })
 	eventually(t, "preempted event", func() bool {
 		for _, e := range h.events("victim") {
@@ -322,5 +323,29 @@ profiles:
 		if _, err := ParseFile([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+func TestNominator(t *testing.T) {
+	n := newNominator()
+	a := pod("a", "1")
+	n.set(a, "n1")
+	if got := n.pods("n1"); len(got) != 1 || got[0].Pod != a {
+		t.Fatalf("pods(n1) = %v", got)
+	}
+	// A status without a nomination (the write is in flight) keeps it.
+	n.onPending(a.DeepCopy())
+	if len(n.pods("n1")) != 1 {
+		t.Fatal("in-flight nomination dropped")
+	}
+	moved := a.DeepCopy()
+	moved.Status.NominatedNodeName = "n2"
+	n.onPending(moved)
+	if len(n.pods("n1")) != 0 || len(n.pods("n2")) != 1 {
+		t.Fatalf("nomination not moved: n1 %d n2 %d", len(n.pods("n1")), len(n.pods("n2")))
+	}
+	n.forget(a)
+	if len(n.pods("n2")) != 0 {
+		t.Fatal("forget left the nomination")
 	}
 }

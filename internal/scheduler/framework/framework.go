@@ -116,7 +116,7 @@ func (f *Framework) Schedule(ctx context.Context, snap *Snapshot, pod *v1.Pod) (
 		}
 		return Result{}, &FitError{Pod: pod, NumAllNodes: len(nodes), Diagnosis: diag}
 	}
-	feasible, diag, err := f.findFeasible(ctx, state, pi, nodes)
+	feasible, diag, err := f.findFeasible(ctx, state, pi, snap)
 	if err != nil {
 		return Result{}, err
 	}
@@ -161,6 +161,37 @@ func (f *Framework) RunFilters(ctx context.Context, state *CycleState, pi *PodIn
 	return nil
 }
 
+// runFiltersWithNominated reserves room for pods nominated to node that
+// are at least as important as pi: the filters must pass with them added
+// and, as upstream, also without them (so that pod affinity to a nominated
+// pod that is not there yet is not counted).
+func (f *Framework) runFiltersWithNominated(ctx context.Context, state *CycleState, pi *PodInfo, node *NodeInfo, snap *Snapshot) *Status {
+	if snap.Nominated != nil {
+		var with *NodeInfo
+		var withState *CycleState
+		for _, np := range snap.Nominated(node.Name()) {
+			if np.Pod.UID == pi.Pod.UID || np.Priority < pi.Priority {
+				continue
+			}
+			if with == nil {
+				with, withState = node.Clone(), state.Clone()
+			}
+			with.AddPod(np)
+			for _, ext := range f.extensions {
+				if st := ext.AddPod(ctx, withState, pi, np, with); !st.IsSuccess() {
+					return st
+				}
+			}
+		}
+		if with != nil {
+			if st := f.RunFilters(ctx, withState, pi, with); !st.IsSuccess() {
+				return st
+			}
+		}
+	}
+	return f.RunFilters(ctx, state, pi, node)
+}
+
 // numFeasibleNodesToFind is how many feasible nodes are enough to score.
 func (f *Framework) numFeasibleNodesToFind(all int) int {
 	pct := f.profile.PercentageOfNodesToScore
@@ -182,7 +213,8 @@ func (f *Framework) numFeasibleNodesToFind(all int) int {
 
 // findFeasible filters nodes in parallel, starting where the previous cycle
 // stopped so that all nodes get their turn, until enough fit.
-func (f *Framework) findFeasible(ctx context.Context, state *CycleState, pi *PodInfo, nodes []*NodeInfo) ([]*NodeInfo, Diagnosis, error) {
+func (f *Framework) findFeasible(ctx context.Context, state *CycleState, pi *PodInfo, snap *Snapshot) ([]*NodeInfo, Diagnosis, error) {
+	nodes := snap.Nodes()
 	n := len(nodes)
 	want := f.numFeasibleNodesToFind(n)
 	start := int(f.nextStart.Load()) % n
@@ -195,7 +227,7 @@ func (f *Framework) findFeasible(ctx context.Context, state *CycleState, pi *Pod
 	defer cancel()
 	parallelize(cctx, f.profile.Parallelism, n, func(i int) {
 		node := nodes[(start+i)%n]
-		st := f.RunFilters(cctx, state, pi, node)
+		st := f.runFiltersWithNominated(cctx, state, pi, node, snap)
 		processed.Add(1)
 		if st.IsSuccess() {
 			k := found.Add(1)

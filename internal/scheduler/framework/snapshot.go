@@ -24,6 +24,10 @@ type Snapshot struct {
 	ServiceSelectors func(pod *v1.Pod) []labels.Selector
 	// PDBs are the disruption budgets preemption tries to honor.
 	PDBs []*policyv1.PodDisruptionBudget
+	// Nominated returns the pending pods nominated to a node by an earlier
+	// preemption; filtering reserves room for those at least as important
+	// as the pod being scheduled. Nil means none.
+	Nominated func(node string) []*PodInfo
 }
 
 // NewSnapshot builds a snapshot over nodes; NodeInfos without a node object

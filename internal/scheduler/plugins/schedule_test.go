@@ -304,3 +304,37 @@ func TestPreemptionVictims(t *testing.T) {
 		})
 	}
 }
+
+func TestNominatedPodsReserveRoom(t *testing.T) {
+	nodes := []*v1.Node{mkNode("n1"), mkNode("n2", nodeAlloc(v1.ResourceCPU, "2"))}
+	infos := cluster(t, nodes)
+	nominated := framework.NewPodInfo(mkPod("vip", podRequests("cpu", "3"), podPriority(100)))
+	snap := framework.NewSnapshot(infos)
+	snap.Nominated = func(node string) []*framework.PodInfo {
+		if node == "n1" {
+			return []*framework.PodInfo{nominated}
+		}
+		return nil
+	}
+	f := newFramework(t, ProfileConfig{})
+	tests := []struct {
+		name string
+		pod  *v1.Pod
+		want string
+	}{
+		{"lower priority pod avoids the reserved room", mkPod("low", podRequests("cpu", "2"), podPriority(1)), "n2"},
+		{"higher priority pod ignores the reservation", mkPod("top", podRequests("cpu", "3"), podPriority(1000)), "n1"},
+		{"the nominated pod itself fits", nominated.Pod, "n1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := f.Schedule(context.Background(), snap, tc.pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Node != tc.want {
+				t.Errorf("chose %s, want %s", res.Node, tc.want)
+			}
+		})
+	}
+}
