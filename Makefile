@@ -10,6 +10,8 @@ GOLANGCI_LINT ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
 E2E_DIR       := test/e2e
 # Extra flags for `skiff bench`, e.g. make bench BENCH_FLAGS=--json
 BENCH_FLAGS   ?=
+# Extra flags for `skiff up`, e.g. make up UP_ARGS="--data-dir /tmp/skiff"
+UP_ARGS       ?=
 
 .DEFAULT_GOAL := build
 .PHONY: help build test test-unit test-e2e lint bench up deps clean
@@ -49,7 +51,7 @@ bench: build ## API and startup benchmarks
 	@$(STAGE) bench-startup $(BIN) bench startup $(BENCH_FLAGS)
 
 up: deps ## build and start a local cluster (hack/up.sh)
-	@hack/up.sh
+	@hack/up.sh $(UP_ARGS)
 
 deps: ## install missing Debian packages (hack/install-deps.sh)
 	@$(STAGE) deps bash hack/install-deps.sh
