@@ -330,9 +330,7 @@ func (c *watchCache) watch(ctx context.Context, keyPrefix string, rv int64, init
 		return nil, nil, 0, fmt.Errorf("%w: %d (the oldest kept is %d)", errTooOld, rv, c.floor)
 	}
 	i := sort.Search(len(c.events), func(i int) bool { return c.events[i].rv > rv })
-	for _, ev := range c.events[i:] {
-		w.queue = append(w.queue, ev)
-	}
+	w.queue = append(w.queue, c.events[i:]...)
 	if len(w.queue) > 0 {
 		w.signal <- struct{}{}
 	}
@@ -353,11 +351,4 @@ func (c *watchCache) revision() int64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.rv
-}
-
-// watcherCount returns the number of registered watchers.
-func (c *watchCache) watcherCount() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.watchers)
 }

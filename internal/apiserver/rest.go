@@ -614,7 +614,7 @@ func (h *resourceHandler) mergeUpdate(obj, cur runtime.Object, sub string) (runt
 		return nil, h.conflict(cm.GetName())
 	}
 	if uid := m.GetUID(); uid != "" && uid != cm.GetUID() {
-		return nil, apierrors.NewConflict(h.gr, cm.GetName(), fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, cm.GetUID()))
+		return nil, apierrors.NewConflict(h.gr, cm.GetName(), fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, cm.GetUID())) //nolint:staticcheck // upstream wording, which clients print
 	}
 	m.SetNamespace(cm.GetNamespace())
 	m.SetUID(cm.GetUID())
@@ -787,10 +787,10 @@ func (h *resourceHandler) delete(ctx context.Context, ns, name string, opts *met
 		m := registry.Meta(cur)
 		if p := opts.Preconditions; p != nil {
 			if p.UID != nil && *p.UID != m.GetUID() {
-				return nil, false, apierrors.NewConflict(h.gr, name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *p.UID, m.GetUID()))
+				return nil, false, apierrors.NewConflict(h.gr, name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *p.UID, m.GetUID())) //nolint:staticcheck // upstream wording, which clients print
 			}
 			if p.ResourceVersion != nil && *p.ResourceVersion != m.GetResourceVersion() {
-				return nil, false, apierrors.NewConflict(h.gr, name, fmt.Errorf("Precondition failed: ResourceVersion in precondition: %v, ResourceVersion in object meta: %v", *p.ResourceVersion, m.GetResourceVersion()))
+				return nil, false, apierrors.NewConflict(h.gr, name, fmt.Errorf("Precondition failed: ResourceVersion in precondition: %v, ResourceVersion in object meta: %v", *p.ResourceVersion, m.GetResourceVersion())) //nolint:staticcheck // upstream wording, which clients print
 			}
 		}
 		grace := h.gracePeriod(cur, opts)

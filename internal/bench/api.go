@@ -56,7 +56,9 @@ func startServer(ctx context.Context) (*rest.Config, func(), error) {
 	}
 	stop := func() {
 		cancel()
-		<-errc
+		if err := <-errc; err != nil {
+			fmt.Fprintf(os.Stderr, "control plane stopped with an error: %v\n", err)
+		}
 		_ = os.RemoveAll(dir)
 	}
 	return srv.RestConfig(), stop, nil

@@ -374,8 +374,8 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev int64) (<-chan []E
 			batch := make([]Event, 0, len(resp.Events))
 			for _, ev := range resp.Events {
 				e := Event{Revision: ev.Kv.ModRevision}
-				switch {
-				case ev.Type == clientv3.EventTypeDelete:
+				switch ev.Type {
+				case clientv3.EventTypeDelete:
 					e.Type = Deleted
 					e.KV = KV{Key: string(ev.Kv.Key), ModRevision: ev.Kv.ModRevision}
 					if ev.PrevKv != nil {

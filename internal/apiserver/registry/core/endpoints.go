@@ -122,7 +122,7 @@ func formatEndpoints(ep *corev1.Endpoints) string {
 	if len(ep.Subsets) == 0 {
 		return "<none>"
 	}
-	const max = 3
+	const maxShown = 3
 	var list []string
 	more := false
 	count := 0
@@ -130,7 +130,7 @@ func formatEndpoints(ep *corev1.Endpoints) string {
 		if len(ss.Ports) == 0 {
 			count += len(ss.Addresses)
 			for _, a := range ss.Addresses {
-				if len(list) == max {
+				if len(list) == maxShown {
 					more = true
 					break
 				}
@@ -141,7 +141,7 @@ func formatEndpoints(ep *corev1.Endpoints) string {
 		for _, port := range ss.Ports {
 			count += len(ss.Addresses)
 			for _, a := range ss.Addresses {
-				if len(list) == max {
+				if len(list) == maxShown {
 					more = true
 					break
 				}
@@ -151,7 +151,7 @@ func formatEndpoints(ep *corev1.Endpoints) string {
 	}
 	s := strings.Join(list, ",")
 	if more {
-		return fmt.Sprintf("%s + %d more...", s, count-max)
+		return fmt.Sprintf("%s + %d more...", s, count-maxShown)
 	}
 	return s
 }

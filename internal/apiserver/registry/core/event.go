@@ -70,12 +70,12 @@ func validateEvent(ev *corev1.Event) field.ErrorList {
 	return errs
 }
 
-func requireBounded(value string, max int, fldPath *field.Path) field.ErrorList {
+func requireBounded(value string, maxLen int, fldPath *field.Path) field.ErrorList {
 	if value == "" {
 		return field.ErrorList{field.Required(fldPath, "")}
 	}
-	if len(value) > max {
-		return field.ErrorList{field.Invalid(fldPath, "", fmt.Sprintf("can have at most %v characters", max))}
+	if len(value) > maxLen {
+		return field.ErrorList{field.Invalid(fldPath, "", fmt.Sprintf("can have at most %v characters", maxLen))}
 	}
 	return nil
 }

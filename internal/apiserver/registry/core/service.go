@@ -384,13 +384,14 @@ func validateService(svc *corev1.Service, oldSvc *corev1.Service) field.ErrorLis
 		}
 	}
 
-	if !externallyAccessible(svc) {
+	switch {
+	case !externallyAccessible(svc):
 		if spec.ExternalTrafficPolicy != "" {
 			errs = append(errs, field.Invalid(specPath.Child("externalTrafficPolicy"), spec.ExternalTrafficPolicy, "may only be set for externally-accessible services"))
 		}
-	} else if spec.ExternalTrafficPolicy == "" {
+	case spec.ExternalTrafficPolicy == "":
 		errs = append(errs, field.Required(specPath.Child("externalTrafficPolicy"), ""))
-	} else if !slices.Contains(supportedExternalTrafficPolicies, spec.ExternalTrafficPolicy) {
+	case !slices.Contains(supportedExternalTrafficPolicies, spec.ExternalTrafficPolicy):
 		errs = append(errs, field.NotSupported(specPath.Child("externalTrafficPolicy"), spec.ExternalTrafficPolicy, supportedExternalTrafficPolicies))
 	}
 	if !needsHealthCheck(svc) {
@@ -648,7 +649,7 @@ func serviceExternalIP(svc *corev1.Service) string {
 			lb = append(lb, s)
 		}
 		sort.Strings(lb)
-		all := append(lb, svc.Spec.ExternalIPs...)
+		all := append(append([]string(nil), lb...), svc.Spec.ExternalIPs...)
 		if len(all) > 0 {
 			return strings.Join(all, ",")
 		}
