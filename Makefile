@@ -5,6 +5,8 @@ SHELL := /bin/bash
 
 GO            ?= go
 BIN           := bin/skiff
+COMMIT        := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS       := -X github.com/skiff-sh/skiff/internal/cli.Commit=$(COMMIT) -X github.com/skiff-sh/skiff/internal/cli.Version=0.1.0-$(COMMIT)
 STAGE         := hack/stage.sh
 GOLANGCI_LINT ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
 E2E_DIR       := test/e2e
@@ -20,7 +22,7 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
 
 build: ## build bin/skiff
-	@$(STAGE) build $(GO) build -o $(BIN) ./cmd/skiff
+	@$(STAGE) build $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/skiff
 
 test: ## install what is missing, then unit and e2e tests
 	@start=$$EPOCHREALTIME; \
