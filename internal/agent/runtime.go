@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Runtime runs the pods of one node. The agent never calls it for the same
+// pod from two goroutines at once, but does call it for different pods
+// concurrently.
+type Runtime interface {
+	// Version names the runtime and its version as the node reports it
+	// in status.nodeInfo.containerRuntimeVersion ("containerd://2.0.0",
+	// "sim://v1.33.0-skiff").
+	Version(ctx context.Context) (string, error)
+	// SyncPod makes the pod's sandbox and containers match its spec: it
+	// creates the sandbox, starts the containers that should run and
+	// restarts exited ones as the restart policy says. It is idempotent and
+	// returns what the runtime observes after acting. An error means
+	// "retry with back-off"; the returned status, when not nil, is still
+	// reported.
+	SyncPod(ctx context.Context, pod *corev1.Pod) (*PodStatus, error)
+	// KillPod stops the pod's containers, giving each up to gracePeriod to
+	// exit, and releases its sandbox and IP. It returns the final status
+	// (every container terminated). For pods the API no longer has, only
+	// the pod's metadata (UID, namespace, name) is set.
+	KillPod(ctx context.Context, pod *corev1.Pod, gracePeriod time.Duration) (*PodStatus, error)
+	// ListPods returns the pods the runtime holds a sandbox or containers
+	// for, so that the agent can adopt them after a restart and remove the
+	// ones the API no longer has.
+	ListPods(ctx context.Context) ([]PodRef, error)
+	// ForgetPod drops what the runtime remembers of a killed pod.
+	ForgetPod(ctx context.Context, uid types.UID) error
+}
+
+// PodRef identifies a pod the runtime holds.
+type PodRef struct {
+	UID             types.UID
+	Namespace, Name string
+}
+
+// PodStatus is what the runtime observes of one pod.
+type PodStatus struct {
+	// SandboxReady is true when the pod's sandbox exists with its network
+	// configured (the PodReadyToStartContainers condition).
+	SandboxReady bool
+	// IPs are the pod's IPs, primary family first.
+	IPs []string
+	// Containers holds the init and app containers the runtime has created,
+	// one entry per container name (its latest attempt).
+	Containers []ContainerStatus
+	// RequeueAfter, when positive, asks the agent to sync the pod again
+	// after this long even if nothing else changes (a container due to
+	// exit, a back-off that ends).
+	RequeueAfter time.Duration
+}
+
+// ContainerState is the state of a container's latest attempt.
+type ContainerState string
+
+// Container states, as the CRI reports them.
+const (
+	ContainerCreated ContainerState = "Created"
+	ContainerRunning ContainerState = "Running"
+	ContainerExited  ContainerState = "Exited"
+	ContainerUnknown ContainerState = "Unknown"
+)
+
+// ContainerStatus is one container's latest attempt.
+type ContainerStatus struct {
+	Name string
+	// ID is "<runtime>://<id>", e.g. "containerd://4f1c…" or "sim://…".
+	ID    string
+	State ContainerState
+	// Image is the image as the pod names it; ImageID the resolved
+	// digest reference.
+	Image, ImageID        string
+	StartedAt, FinishedAt time.Time
+	// ExitCode, Reason and Message describe an exited container
+	// (Reason "Completed", "Error", "OOMKilled").
+	ExitCode        int32
+	Reason, Message string
+	RestartCount    int32
+	// Previous is the attempt before this one, if it exited; it becomes
+	// the container's lastState.
+	Previous *ContainerStatus
+	// Waiting, when set, says why the container is held back from running
+	// (CrashLoopBackOff, ErrImagePull, ...).
+	Waiting *corev1.ContainerStateWaiting
+	// User is the identity the container's process runs as.
+	User *corev1.ContainerUser
+}

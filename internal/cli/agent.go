@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiff-sh/skiff/internal/agent"
+	"github.com/skiff-sh/skiff/internal/agent/sim"
+)
+
+// agentFlags are the flags of 'skiff agent'.
+type agentFlags struct {
+	server, token, kubeconfig, caFile string
+	insecure                          bool
+	nodeName, nodeLabels, taints      string
+	cpu, memory, storage, size        string
+	maxPods                           int
+	runtime, namePrefix, dataDir      string
+	nodes                             int
+	qps                               float64
+	logLevel                          string
+}
+
+func (f *agentFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+	BoolVar(*bool, string, bool, string)
+	IntVar(*int, string, int, string)
+	Float64Var(*float64, string, float64, string)
+}) {
+	fs.StringVar(&f.server, "server", "", "URL of the API server, e.g. https://10.0.0.1:6443 (with --token)")
+	fs.StringVar(&f.token, "token", "", "bootstrap token from 'skiff token create' (with --server)")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig to reach the API server with, instead of --server and --token")
+	fs.StringVar(&f.caFile, "ca-file", "", "cluster CA certificate that verifies the server (the server's DATA_DIR/pki/ca.crt)")
+	fs.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate (unsafe; for tests only)")
+	fs.StringVar(&f.nodeName, "node-name", "", "name of the node; empty means this machine's hostname")
+	fs.StringVar(&f.nodeLabels, "node-labels", "", "labels to add to the node, k=v,k2=v2")
+	fs.StringVar(&f.taints, "register-with-taints", "", "taints the node registers with, key=value:Effect,key2:Effect")
+	fs.StringVar(&f.size, "size", "", "named node size ("+sizeNames()+"): sets cpu, memory and storage and the node.kubernetes.io/instance-type label")
+	fs.StringVar(&f.cpu, "cpu", "", "CPU capacity to report (e.g. 4); empty means the size's, or the machine's")
+	fs.StringVar(&f.memory, "memory", "", "memory capacity to report (e.g. 8Gi); empty means the size's, or the machine's")
+	fs.StringVar(&f.storage, "ephemeral-storage", "", "ephemeral-storage capacity to report (e.g. 100Gi); empty means the size's, or the data dir's file system")
+	fs.IntVar(&f.maxPods, "max-pods", agent.DefaultMaxPods, "number of pods the node can run")
+	fs.StringVar(&f.runtime, "runtime", "cri", "container runtime: cri (containerd) or sim (simulated nodes for benchmarks)")
+	fs.IntVar(&f.nodes, "nodes", 1, "with --runtime=sim: number of simulated nodes to run in this process")
+	fs.StringVar(&f.namePrefix, "name-prefix", "sim-", "with --runtime=sim: simulated nodes are named <prefix>0 … <prefix>N-1")
+	fs.StringVar(&f.dataDir, "data-dir", "/var/lib/skiff-agent", "directory for the agent's state")
+	fs.Float64Var(&f.qps, "kube-api-qps", 0, "requests per second to the API server (burst is twice this); 0 picks one from the number of nodes")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func sizeNames() string {
+	return "small, medium, large, xlarge"
+}
+
+func runAgent(ctx context.Context, e *env, args []string) error {
+	var f agentFlags
+	fs := newFlagSet(e, "agent", `
+Run skiff's node agent: it registers this machine as a Node, heartbeats
+through a Lease in kube-node-lease, and runs the pods the scheduler binds to
+the node, reporting their status.
+
+Join a cluster with a bootstrap token ('skiff token create' on the server)
+and the cluster CA (the server's DATA_DIR/pki/ca.crt), or with a kubeconfig.
+For now the agent authenticates with the bootstrap token itself; per-node
+credentials come with RBAC.
+
+--runtime=sim runs no containers: it hosts --nodes simulated nodes in one
+process (sim-0 … sim-N-1) that report pods as Running with IPs from their pod
+CIDR. Use it for benchmarks and control-plane tests. A pod annotated
+sim.skiff.dev/exit-after: 2s (and optionally sim.skiff.dev/exit-code: "1")
+has its containers exit after that long.
+
+--runtime=cri (containerd) is not built yet.`,
+		`  skiff token create --kubeconfig /var/lib/skiff/admin.kubeconfig
+  skiff agent --runtime=sim --nodes 100 --server https://127.0.0.1:6443 \
+      --token abcdef.0123456789abcdef --ca-file /var/lib/skiff/pki/ca.crt
+  kubectl get nodes`)
+	f.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	switch f.runtime {
+	case "sim":
+	case "cri":
+		return errors.New("--runtime=cri: the containerd runtime is not built yet; use --runtime=sim")
+	default:
+		return usageError{fmt.Errorf("--runtime %q: use cri or sim", f.runtime)}
+	}
+	if f.nodes <= 0 {
+		return usageError{fmt.Errorf("--nodes must be positive")}
+	}
+	labels, err := agent.ParseLabels(f.nodeLabels)
+	if err != nil {
+		return usageError{fmt.Errorf("--node-labels: %w", err)}
+	}
+	taints, err := agent.ParseTaints(f.taints)
+	if err != nil {
+		return usageError{fmt.Errorf("--register-with-taints: %w", err)}
+	}
+	capacity, err := f.capacity()
+	if err != nil {
+		return err
+	}
+	cfg, err := f.restConfig(log)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
+	nodes, err := sim.New(sim.Config{Client: client, Nodes: f.nodes, NamePrefix: f.namePrefix,
+		Capacity: capacity, Labels: labels, Taints: taints, InstanceType: f.size, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("starting simulated nodes", "nodes", f.nodes, "prefix", f.namePrefix, "server", cfg.Host, "qps", cfg.QPS)
+	return nodes.Run(ctx)
+}
+
+// capacity is a simulated node's resources: --size, then --cpu, --memory
+// and --ephemeral-storage over it, with defaults for what is left.
+func (f *agentFlags) capacity() (corev1.ResourceList, error) {
+	sz := agent.Size{CPU: "4", Memory: "8Gi", EphemeralStorage: "100Gi"}
+	if f.size != "" {
+		s, ok := agent.Sizes[f.size]
+		if !ok {
+			return nil, usageError{fmt.Errorf("--size %q: use one of %s", f.size, sizeNames())}
+		}
+		sz = s
+	}
+	for _, o := range []struct{ flag, dst *string }{{&f.cpu, &sz.CPU}, {&f.memory, &sz.Memory}, {&f.storage, &sz.EphemeralStorage}} {
+		if *o.flag != "" {
+			*o.dst = *o.flag
+		}
+	}
+	if f.maxPods <= 0 {
+		return nil, usageError{fmt.Errorf("--max-pods must be positive")}
+	}
+	res, err := agent.Resources(sz.CPU, sz.Memory, sz.EphemeralStorage, f.maxPods)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return res, nil
+}
+
+// restConfig builds the agent's client configuration from --kubeconfig or
+// --server, --token and --ca-file.
+func (f *agentFlags) restConfig(log *slog.Logger) (*rest.Config, error) {
+	var cfg *rest.Config
+	switch {
+	case f.kubeconfig != "":
+		if f.server != "" || f.token != "" {
+			return nil, usageError{errors.New("give either --kubeconfig or --server and --token, not both")}
+		}
+		c, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("read kubeconfig %s: %w", f.kubeconfig, err)
+		}
+		cfg = c
+	case f.server != "" && f.token != "":
+		cfg = &rest.Config{Host: f.server, BearerToken: f.token}
+		switch {
+		case f.caFile != "":
+			ca, err := os.ReadFile(filepath.Clean(f.caFile))
+			if err != nil {
+				return nil, fmt.Errorf("read --ca-file: %w", err)
+			}
+			cfg.TLSClientConfig.CAData = ca
+		case f.insecure:
+			log.Warn("--insecure-skip-tls-verify: the server's identity is not checked; anyone on the path can read the token")
+			cfg.TLSClientConfig.Insecure = true
+		default:
+			return nil, usageError{errors.New("--server needs --ca-file (the server's DATA_DIR/pki/ca.crt) to verify it, or --insecure-skip-tls-verify")}
+		}
+	default:
+		return nil, usageError{errors.New("give --server and --token (with --ca-file), or --kubeconfig")}
+	}
+	cfg.UserAgent = "skiff-agent/" + Version
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	// leases every 10 s and status every 60 s per node, plus pod traffic
+	qps := f.qps
+	if qps <= 0 {
+		qps = 50 + float64(f.nodes)/4
+	}
+	cfg.QPS, cfg.Burst = float32(qps), int(2*qps)
+	return cfg, nil
+}
