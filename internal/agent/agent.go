@@ -90,6 +90,8 @@ type Agent struct {
 	node            *corev1.Node // as last written or read
 	lease           *coordinationv1.Lease
 	lastStatusWrite time.Time
+	nextRenew       time.Time
+	nextStatus      time.Time
 	podCIDR         string
 	pods            *podState
 }
@@ -131,6 +133,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SystemInfo == (corev1.NodeSystemInfo{}) {
 		cfg.SystemInfo = SystemInfo()
 	}
+	if cfg.SystemInfo.KubeletVersion == "" {
+		cfg.SystemInfo.KubeletVersion = KubeletVersion
+	}
 	for p, d := range map[*time.Duration]time.Duration{&cfg.LeaseDuration: DefaultLeaseDuration,
 		&cfg.RenewInterval: DefaultRenewInterval, &cfg.StatusInterval: DefaultStatusInterval,
 		&cfg.StatusReportInterval: DefaultStatusReportInterval} {
@@ -169,9 +174,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("runtime version: %w", err)
 	}
 	a.cfg.SystemInfo.ContainerRuntimeVersion = version
-	if a.cfg.SystemInfo.KubeletVersion == "" {
-		a.cfg.SystemInfo.KubeletVersion = KubeletVersion
-	}
 	// register, retrying with back-off while the server is unreachable
 	backoff := wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 1 << 30, Cap: 30 * time.Second}
 	for {
@@ -363,22 +365,42 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-a.clock.After(a.cfg.HeartbeatOffset):
 		}
 	}
-	lease := a.clock.NewTicker(a.cfg.RenewInterval)
-	defer lease.Stop()
-	status := a.clock.NewTicker(a.cfg.StatusInterval)
-	defer status.Stop()
+	t := a.clock.NewTicker(min(a.cfg.RenewInterval, a.cfg.StatusInterval))
+	defer t.Stop()
+	a.mu.Lock()
+	a.nextRenew = a.clock.Now().Add(a.cfg.RenewInterval)
+	a.nextStatus = a.clock.Now().Add(a.cfg.StatusInterval)
+	a.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-lease.C():
-			if err := a.renewLease(ctx); err != nil && ctx.Err() == nil {
-				a.log.Warn("renewing the node lease failed", "err", err)
-			}
-		case <-status.C():
-			if err := a.syncNodeStatus(ctx); err != nil && ctx.Err() == nil {
-				a.log.Warn("updating node status failed", "err", err)
-			}
+		case <-t.C():
+			a.beat(ctx)
+		}
+	}
+}
+
+// beat renews the lease and checks node status when each is due.
+func (a *Agent) beat(ctx context.Context) {
+	now := a.clock.Now()
+	a.mu.Lock()
+	renew, status := !now.Before(a.nextRenew), !now.Before(a.nextStatus)
+	if renew {
+		a.nextRenew = now.Add(a.cfg.RenewInterval)
+	}
+	if status {
+		a.nextStatus = now.Add(a.cfg.StatusInterval)
+	}
+	a.mu.Unlock()
+	if renew {
+		if err := a.renewLease(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("renewing the node lease failed", "err", err)
+		}
+	}
+	if status {
+		if err := a.syncNodeStatus(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("updating node status failed", "err", err)
 		}
 	}
 }

@@ -359,7 +359,7 @@ func (a *Agent) finishDeletion(ctx context.Context, pod *corev1.Pod, rec *podRec
 func (a *Agent) writeStatus(ctx context.Context, pod *corev1.Pod, rec *podRecord, rs *PodStatus, terminal bool) error {
 	// what the API holds: the watch's copy, unless our last write is newer
 	base := pod.Status
-	if rec.sent != nil && rec.sentRV > resourceVersion(pod) {
+	if rec.sent != nil && rec.sentRV >= resourceVersion(pod) {
 		base = *rec.sent.DeepCopy()
 		base.Conditions = nil
 		for _, c := range rec.sent.Conditions {

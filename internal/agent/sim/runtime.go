@@ -78,7 +78,9 @@ func NewRuntime(cidr netip.Prefix, clk clock.Clock) *Runtime {
 }
 
 // Version implements agent.Runtime.
-func (r *Runtime) Version(context.Context) (string, error) { return "sim://" + agent.KubeletVersion, nil }
+func (r *Runtime) Version(context.Context) (string, error) {
+	return "sim://" + agent.KubeletVersion, nil
+}
 
 // UpdatePodCIDR implements agent.PodCIDRUpdater: new pods get IPs from cidr.
 func (r *Runtime) UpdatePodCIDR(cidr string) error {
