@@ -46,8 +46,10 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 	var nodeNames []string
 	t.Cleanup(func() {
+		// No kubelet finishes graceful deletions of the simulated nodes' pods.
+		zero := int64(0)
+		_ = client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
 		_ = client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-		_ = client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 		for _, n := range nodeNames {
 			_ = client.CoreV1().Nodes().Delete(ctx, n, metav1.DeleteOptions{})
 		}
