@@ -86,12 +86,20 @@ type Queue struct {
 	// inFlight holds popped pods; true once updated or deleted meanwhile.
 	inFlight map[types.UID]*inFlightPod
 
-	cycle            int64
-	moveRequestCycle int64
-	closed           bool
+	cycle int64
+	// moves are the events seen while pods were in flight: a pod that
+	// fails afterwards and matches one is not parked as unschedulable.
+	moves  []moveRequest
+	closed bool
+}
+
+type moveRequest struct {
+	cycle int64
+	match func(*QueuedPod) bool
 }
 
 type inFlightPod struct {
+	cycle   int64
 	latest  *v1.Pod
 	updated bool
 	deleted bool
@@ -111,7 +119,7 @@ func New(o Options) *Queue {
 	if o.MaxUnschedulable <= 0 {
 		o.MaxUnschedulable = DefaultMaxUnschedulable
 	}
-	q := &Queue{opts: o, unschedulable: map[types.UID]*QueuedPod{}, inFlight: map[types.UID]*inFlightPod{}, moveRequestCycle: -1}
+	q := &Queue{opts: o, unschedulable: map[types.UID]*QueuedPod{}, inFlight: map[types.UID]*inFlightPod{}}
 	q.cond = sync.NewCond(&q.mu)
 	q.active = newPodHeap(activeLess)
 	q.backoff = newPodHeap(func(a, b *QueuedPod) bool { return q.backoffExpiry(a).Before(q.backoffExpiry(b)) })
@@ -246,7 +254,7 @@ func (q *Queue) Pop(ctx context.Context) (*QueuedPod, error) {
 	if qp.InitialAttempt.IsZero() {
 		qp.InitialAttempt = q.opts.Clock.Now()
 	}
-	q.inFlight[qp.Pod.UID] = &inFlightPod{latest: qp.Pod}
+	q.inFlight[qp.Pod.UID] = &inFlightPod{latest: qp.Pod, cycle: qp.Cycle}
 	return qp, nil
 }
 
@@ -256,6 +264,7 @@ func (q *Queue) Done(uid types.UID) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.inFlight, uid)
+	q.trimMovesLocked()
 }
 
 // AddUnschedulable requeues a popped pod that fit nowhere. It waits for a
@@ -273,11 +282,39 @@ func (q *Queue) AddUnschedulable(qp *QueuedPod) {
 		qp.Pod = f.latest
 	}
 	qp.Timestamp = q.opts.Clock.Now()
-	if q.moveRequestCycle >= qp.Cycle || (ok && f.updated) {
+	missed := ok && f.updated
+	for _, m := range q.moves {
+		if m.cycle >= qp.Cycle && (m.match == nil || m.match(qp)) {
+			missed = true
+			break
+		}
+	}
+	q.trimMovesLocked()
+	if missed {
 		q.backoff.add(qp)
 		return
 	}
 	q.unschedulable[qp.Pod.UID] = qp
+}
+
+// trimMovesLocked forgets events older than every pod in flight.
+func (q *Queue) trimMovesLocked() {
+	if len(q.inFlight) == 0 {
+		q.moves = q.moves[:0]
+		return
+	}
+	oldest := q.cycle
+	for _, f := range q.inFlight {
+		oldest = min(oldest, f.cycle)
+	}
+	k := 0
+	for _, m := range q.moves {
+		if m.cycle >= oldest {
+			q.moves[k] = m
+			k++
+		}
+	}
+	q.moves = q.moves[:k]
 }
 
 // AddBackoff requeues a popped pod after an error; it is retried once its
@@ -287,6 +324,7 @@ func (q *Queue) AddBackoff(qp *QueuedPod) {
 	defer q.mu.Unlock()
 	f, ok := q.inFlight[qp.Pod.UID]
 	delete(q.inFlight, qp.Pod.UID)
+	q.trimMovesLocked()
 	if ok {
 		if f.deleted {
 			return
@@ -308,7 +346,9 @@ func (q *Queue) MoveAllToActiveOrBackoff(match func(*QueuedPod) bool) {
 			q.requeueLocked(qp)
 		}
 	}
-	q.moveRequestCycle = q.cycle
+	if len(q.inFlight) > 0 {
+		q.moves = append(q.moves, moveRequest{cycle: q.cycle, match: match})
+	}
 }
 
 // Flush moves pods whose back-off ended to the active heap, and pods that

@@ -232,3 +232,28 @@ func TestPopBlocksUntilAddAndStopsOnClose(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestEventWhileInFlightOnlyAffectsMatchingPods(t *testing.T) {
+	q, _ := newQueue()
+	q.Add(pod("aff", 0, 0))
+	q.Add(pod("cpu", 0, time.Second))
+	aff, _ := q.Pop(context.Background())
+	cpu, _ := q.Pop(context.Background())
+	aff.UnschedulablePlugins = map[string]struct{}{"InterPodAffinity": {}}
+	cpu.UnschedulablePlugins = map[string]struct{}{"NodeResourcesFit": {}}
+	// A pod was placed: only affinity failures may be helped.
+	q.MoveAllToActiveOrBackoff(func(qp *QueuedPod) bool { _, ok := qp.UnschedulablePlugins["InterPodAffinity"]; return ok })
+	q.AddUnschedulable(aff)
+	q.AddUnschedulable(cpu)
+	if s := q.Stats(); s.Backoff != 1 || s.Unschedulable != 1 {
+		t.Fatalf("%+v", s)
+	}
+	// Events before a pod was popped do not count for it.
+	q.MoveAllToActiveOrBackoff(nil)
+	q.Add(pod("late", 0, 2*time.Second))
+	late, _ := q.Pop(context.Background())
+	q.AddUnschedulable(late)
+	if s := q.Stats(); s.Unschedulable != 1 {
+		t.Fatalf("late pod not parked: %+v", s)
+	}
+}
