@@ -435,9 +435,8 @@ func (h *resourceHandler) create(ctx context.Context, r *http.Request, ri reques
 		}
 	}
 	prepareCreateMeta(m, h.hasSpec)
-	if h.r.Status && h.hasStatus {
-		clearField(obj, "Status")
-	}
+	// Strategies clear status on create where upstream does (nodes keep
+	// theirs: a kubelet registers with its status).
 	h.r.Strategy.Default(obj)
 	h.r.Strategy.PrepareForCreate(obj)
 	errs := h.validateMeta(obj)
@@ -485,14 +484,6 @@ func generateName(base string) string {
 		base = base[:maxName-randLen]
 	}
 	return base + utilrand.String(randLen)
-}
-
-// clearField sets the named struct field of obj to its zero value.
-func clearField(obj runtime.Object, name string) {
-	f := reflect.ValueOf(obj).Elem().FieldByName(name)
-	if f.IsValid() && f.CanSet() {
-		f.Set(reflect.Zero(f.Type()))
-	}
 }
 
 // copyField copies the named struct field from src to dst.

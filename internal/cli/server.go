@@ -17,6 +17,8 @@ type serverFlags struct {
 	hosts, etcdEndpoints      string
 	etcdCA, etcdCert, etcdKey string
 	disableAgent              bool
+	disableScheduler          bool
+	schedulerConfig           string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
@@ -28,6 +30,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.etcdCert, "etcd-certfile", "", "client certificate for the external etcd")
 	fs.StringVar(&f.etcdKey, "etcd-keyfile", "", "client key for the external etcd")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "do not run a node agent beside the control plane")
+	fs.BoolVar(&f.disableScheduler, "disable-scheduler", false, "do not run the scheduler in this process (run 'skiff scheduler' elsewhere)")
+	fs.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler configuration file (YAML SchedulerConfiguration)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
@@ -39,6 +43,7 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 	return server.Config{
 		DataDir: f.dataDir, Listen: f.listen, Hosts: splitList(f.hosts),
 		EtcdEndpoints: splitList(f.etcdEndpoints), EtcdCAFile: f.etcdCA, EtcdCertFile: f.etcdCert, EtcdKeyFile: f.etcdKey,
+		DisableScheduler: f.disableScheduler, SchedulerConfigFile: f.schedulerConfig,
 		SkiffVersion: Version, Logger: log,
 	}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
 	"github.com/skiff-sh/skiff/internal/controller/namespace"
 	"github.com/skiff-sh/skiff/internal/pki"
+	"github.com/skiff-sh/skiff/internal/scheduler"
 	"github.com/skiff-sh/skiff/internal/store"
 )
 
@@ -39,6 +40,11 @@ type Config struct {
 	EtcdEndpoints []string
 	// EtcdCAFile, EtcdCertFile and EtcdKeyFile configure TLS to etcd.
 	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	// DisableScheduler turns off the in-process scheduler (run
+	// `skiff scheduler` elsewhere instead).
+	DisableScheduler bool
+	// SchedulerConfigFile is the scheduler's configuration file, if any.
+	SchedulerConfigFile string
 	// SkiffVersion is the build's version, shown in /version.
 	SkiffVersion string
 	// Logger receives the control plane's logs.
@@ -174,6 +180,20 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("namespace controller: %w", err)
 		}
 	}()
+	if !s.cfg.DisableScheduler {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.keepRunning(ctx, "scheduler", func(ctx context.Context) error {
+				sch, err := scheduler.New(scheduler.Config{RestConfig: restCfg, ConfigFile: s.cfg.SchedulerConfigFile,
+					LeaderElect: true, Logger: s.log.With("component", "scheduler"), Metrics: reg})
+				if err != nil {
+					return err
+				}
+				return sch.Run(ctx)
+			})
+		}()
+	}
 	close(s.ready)
 	s.log.Info("skiff server is ready", "url", url, "kubeconfig", s.Kubeconfig)
 	var runErr error
@@ -184,4 +204,30 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// keepRunning runs a leader-elected component until ctx ends, starting it
+// anew when it stops (for example after losing its lease), with a pause
+// that grows while it keeps failing.
+func (s *Server) keepRunning(ctx context.Context, name string, run func(context.Context) error) {
+	pause := time.Second
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("component stopped; restarting it", "component", name, "err", err, "in", pause)
+		if time.Since(start) > time.Minute {
+			pause = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		if pause < 30*time.Second {
+			pause *= 2
+		}
+	}
 }
