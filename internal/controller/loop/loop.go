@@ -127,3 +127,15 @@ func (l *Loop) next(ctx context.Context) bool {
 	}
 	return true
 }
+
+// Next takes the next key off the queue without reconciling it, for
+// tests that check what was queued; ok is false when the queue is shut.
+func (l *Loop) Next() (key string, ok bool) {
+	k, quit := l.queue.Get()
+	if quit {
+		return "", false
+	}
+	l.queue.Done(k)
+	l.queue.Forget(k)
+	return k, true
+}
