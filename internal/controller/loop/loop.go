@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 )
@@ -116,6 +117,10 @@ func (l *Loop) next(ctx context.Context) bool {
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// The failure is the cancellation itself.
+	case err != nil && apierrors.IsConflict(err):
+		// A stale cache: normal, retried once the watch catches up.
+		l.log.Debug("reconcile conflicted; will retry", "loop", l.name, "key", key, "err", err)
+		l.queue.AddRateLimited(key)
 	case err != nil:
 		l.log.Warn("reconcile failed; will retry", "loop", l.name, "key", key, "retries", l.queue.NumRequeues(key), "err", err)
 		l.queue.AddRateLimited(key)

@@ -1,0 +1,286 @@
+// Package manager runs skiff's controllers on one shared informer factory,
+// leader-elected through a coordination.k8s.io Lease: only the holder acts,
+// and when it loses the Lease every controller's context is cancelled at
+// once (fencing) before it campaigns again.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/skiff-sh/skiff/internal/controller/deployment"
+	"github.com/skiff-sh/skiff/internal/controller/garbagecollector"
+	"github.com/skiff-sh/skiff/internal/controller/namespace"
+	"github.com/skiff-sh/skiff/internal/controller/replicaset"
+)
+
+// Defaults, as upstream's kube-controller-manager.
+const (
+	DefaultLeaseNamespace = "kube-system"
+	DefaultLeaseName      = "skiff-controller-manager"
+	DefaultLeaseDuration  = 15 * time.Second
+	DefaultRenewDeadline  = 10 * time.Second
+	DefaultRetryPeriod    = 2 * time.Second
+)
+
+// Controller names for Config.Controllers.
+const (
+	ReplicaSet       = "replicaset"
+	Deployment       = "deployment"
+	GarbageCollector = "garbagecollector"
+	Namespace        = "namespace"
+)
+
+// All is every controller the manager runs by default.
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace}
+
+// Config configures the manager.
+type Config struct {
+	// Rest reaches the API server; when nil, Kubeconfig is loaded.
+	Rest *rest.Config
+	// Kubeconfig is a kubeconfig path (skiff controller-manager --kubeconfig).
+	Kubeconfig string
+	// Controllers to run; empty means All.
+	Controllers []string
+	// DisableLeaderElection runs the controllers at once, alone (tests,
+	// single-server setups that want no Lease traffic).
+	DisableLeaderElection bool
+	// LeaseNamespace/LeaseName name the Lease (default kube-system/skiff-controller-manager).
+	LeaseNamespace, LeaseName string
+	// Identity names this instance in the Lease; default hostname_uuid.
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the election
+	// (defaults 15s, 10s, 2s; shorter ones make failover faster).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// Workers per controller; 0 means each controller's default.
+	Workers int
+	// Logger receives the manager's and controllers' logs.
+	Logger *slog.Logger
+}
+
+// Manager runs the controllers while it leads.
+type Manager struct {
+	cfg     Config
+	rest    *rest.Config
+	client  kubernetes.Interface
+	log     *slog.Logger
+	ready   chan struct{}
+	once    sync.Once
+	leading atomic.Bool
+}
+
+// New checks the configuration; nothing runs until Run.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.Controllers) == 0 {
+		cfg.Controllers = All
+	}
+	for _, c := range cfg.Controllers {
+		if !slices.Contains(All, c) {
+			return nil, fmt.Errorf("controller manager: unknown controller %q (have %v)", c, All)
+		}
+	}
+	if cfg.LeaseNamespace == "" {
+		cfg.LeaseNamespace = DefaultLeaseNamespace
+	}
+	if cfg.LeaseName == "" {
+		cfg.LeaseName = DefaultLeaseName
+	}
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.RenewDeadline == 0 {
+		cfg.RenewDeadline = DefaultRenewDeadline
+	}
+	if cfg.RetryPeriod == 0 {
+		cfg.RetryPeriod = DefaultRetryPeriod
+	}
+	if !(cfg.LeaseDuration > cfg.RenewDeadline && cfg.RenewDeadline > cfg.RetryPeriod) {
+		return nil, fmt.Errorf("controller manager: need lease duration (%v) > renew deadline (%v) > retry period (%v)",
+			cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod)
+	}
+	if cfg.Identity == "" {
+		host, _ := os.Hostname()
+		cfg.Identity = host + "_" + string(uuid.NewUUID())
+	}
+	rc := cfg.Rest
+	if rc == nil {
+		if cfg.Kubeconfig == "" {
+			return nil, errors.New("controller manager: no rest config or kubeconfig")
+		}
+		var err error
+		if rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
+			return nil, fmt.Errorf("controller manager: load kubeconfig %s: %w", cfg.Kubeconfig, err)
+		}
+	}
+	rc = rest.CopyConfig(rc)
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 500, 1000
+	}
+	if rc.UserAgent == "" {
+		rc.UserAgent = "skiff-controller-manager"
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controller manager: client: %w", err)
+	}
+	return &Manager{cfg: cfg, rest: rc, client: client, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once this instance first leads and its controllers'
+// caches have synced.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+// Leading reports whether this instance holds the Lease and runs the
+// controllers now.
+func (m *Manager) Leading() bool { return m.leading.Load() }
+
+// Identity is the name this instance holds the Lease under.
+func (m *Manager) Identity() string { return m.cfg.Identity }
+
+// Run campaigns for the Lease and runs the controllers while it leads;
+// after losing it, it stops them all and campaigns again, until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.cfg.DisableLeaderElection {
+		return m.runControllers(ctx)
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: m.cfg.LeaseNamespace, Name: m.cfg.LeaseName},
+		Client:     m.client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: m.cfg.Identity},
+	}
+	var runErr atomic.Pointer[error]
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock: lock, Name: m.cfg.LeaseName, ReleaseOnCancel: true,
+			LeaseDuration: m.cfg.LeaseDuration, RenewDeadline: m.cfg.RenewDeadline, RetryPeriod: m.cfg.RetryPeriod,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(lctx context.Context) {
+					m.log.Info("acquired controller-manager lease", "lease", m.cfg.LeaseNamespace+"/"+m.cfg.LeaseName, "identity", m.cfg.Identity)
+					if err := m.runControllers(lctx); err != nil && lctx.Err() == nil {
+						runErr.Store(&err)
+					}
+				},
+				OnStoppedLeading: func() {
+					m.log.Info("controller-manager lease lost or released; controllers stopped", "identity", m.cfg.Identity)
+				},
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("controller manager: leader election: %w", err)
+		}
+		// Run returns when leadership is lost (its callback's context is
+		// cancelled first) or ctx ends.
+		le.Run(ctx)
+		if p := runErr.Load(); p != nil {
+			return *p
+		}
+	}
+	return nil
+}
+
+// controller is what the manager runs.
+type controller interface {
+	Run(ctx context.Context) error
+}
+
+// runControllers builds fresh informers and controllers for one term of
+// leadership and runs them until ctx ends; a term starts from a clean
+// slate (caches, queues, expectations).
+func (m *Manager) runControllers(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.leading.Store(true)
+	defer m.leading.Store(false)
+
+	factory := informers.NewSharedInformerFactory(m.client, 0)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: m.client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := func(name string) record.EventRecorder {
+		return broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: name + "-controller"})
+	}
+	log := func(name string) *slog.Logger { return m.log.With("controller", name) }
+
+	var ctrls []controller
+	var names []string
+	for _, name := range m.cfg.Controllers {
+		var c controller
+		var err error
+		switch name {
+		case ReplicaSet:
+			c, err = replicaset.New(replicaset.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
+		case Deployment:
+			c, err = deployment.New(deployment.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
+		case GarbageCollector:
+			md, merr := metadata.NewForConfig(m.rest)
+			if merr != nil {
+				return fmt.Errorf("controller manager: metadata client: %w", merr)
+			}
+			c = garbagecollector.New(garbagecollector.Config{Metadata: md, Discovery: m.client.Discovery(), Logger: log(name), Workers: m.cfg.Workers})
+		case Namespace:
+			c, err = namespace.New(namespace.Config{Rest: m.rest, Logger: log(name), Workers: m.cfg.Workers})
+		}
+		if err != nil {
+			return fmt.Errorf("controller manager: %s: %w", name, err)
+		}
+		ctrls = append(ctrls, c)
+		names = append(names, name)
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+
+	errc := make(chan error, len(ctrls))
+	var wg sync.WaitGroup
+	for i, c := range ctrls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s controller: %w", names[i], err)
+			}
+		}()
+	}
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok && ctx.Err() == nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("controller manager: cache of %v did not sync", typ)
+		}
+	}
+	if ctx.Err() == nil {
+		m.once.Do(func() { close(m.ready) })
+		m.log.Info("controllers running", "controllers", names)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	return err
+}
