@@ -36,7 +36,6 @@ func commands() []command {
 		{"up", "start a local cluster for trying skiff out and print how to use it", runUp},
 		{"token", "manage bearer tokens for nodes and automation (token create)", runToken},
 		{"bench", "run a benchmark scenario and print its figures (bench api|startup)", runBench},
-		{"scheduler", "run the scheduler alone against an API server (--kubeconfig), leader-elected", runScheduler},
 		{"controller-manager", "run the controllers (leader-elected) against an API server", runControllerManager},
 		{"agent", "run a node agent that registers a node and runs its pods (--runtime=sim for simulated nodes)", runAgent},
 		{"version", "print skiff's version", runVersion},
