@@ -36,7 +36,7 @@ test-unit: ## unit tests with the race detector
 
 test-e2e: build ## end-to-end tests against the real binary
 	@if [[ -d $(E2E_DIR) ]] && [[ -n "$$(find $(E2E_DIR) -name '*_test.go' -print -quit)" ]]; then \
-		$(STAGE) test-e2e $(GO) test -count=1 -v -timeout 25m ./$(E2E_DIR)/...; \
+		SKIFF_E2E_BINARY=$(CURDIR)/$(BIN) $(STAGE) test-e2e $(GO) test -count=1 -v -timeout 25m ./$(E2E_DIR)/...; \
 	else \
 		echo "==> test-e2e: no tests in $(E2E_DIR) yet, skipped"; \
 	fi

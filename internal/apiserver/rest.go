@@ -243,7 +243,8 @@ func (h *resourceHandler) list(ctx context.Context, ri requestInfo, q queryParam
 	var rv int64
 	var next string
 	switch {
-	case q.continueToken != "" || (q.limit > 0 && q.resourceVersion != "0"):
+	case q.continueToken != "" || (q.limit > 0 && q.resourceVersion != "0") ||
+		(q.resourceVersionMatch == string(metav1.ResourceVersionMatchExact) && q.resourceVersion != "" && q.resourceVersion != "0"):
 		items, rv, next, err = h.listFromStore(ctx, prefix, q, served)
 		if err != nil {
 			return nil, err
@@ -299,6 +300,9 @@ func (h *resourceHandler) listFromStore(ctx context.Context, prefix string, q qu
 		if err := json.Unmarshal(raw, &tok); err != nil || tok.ResourceVersion <= 0 {
 			return nil, 0, "", apierrors.NewBadRequest("continue key is not valid")
 		}
+		if q.resourceVersion != "" && q.resourceVersion != "0" {
+			return nil, 0, "", apierrors.NewBadRequest("specifying resource version is not allowed when using continue")
+		}
 		start = prefix + tok.StartKey
 		rev = tok.ResourceVersion
 	} else if q.resourceVersion != "" && q.resourceVersionMatch == "Exact" {
@@ -317,6 +321,9 @@ func (h *resourceHandler) listFromStore(ctx context.Context, prefix string, q qu
 			batch = batch - int64(len(items)) + 1
 		}
 		kvs, readRev, more, err := h.s.store.List(ctx, prefix, start, batch, rev)
+		if errors.Is(err, store.ErrCompacted) && q.continueToken == "" {
+			return nil, 0, "", apierrors.NewResourceExpired(fmt.Sprintf("The resourceVersion for the provided list is too old: %d", rev))
+		}
 		if errors.Is(err, store.ErrCompacted) {
 			return nil, 0, "", apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
 		}
@@ -430,7 +437,7 @@ func (h *resourceHandler) create(ctx context.Context, r *http.Request, ri reques
 		return nil, nil, h.invalid("", field.ErrorList{field.Required(field.NewPath("metadata", "name"), "name or generateName is required")})
 	}
 	if h.r.Namespaced {
-		if err := h.s.checkNamespace(ri.namespace); err != nil {
+		if err := h.s.checkNamespace(ri.namespace, h.gr, m.GetName()); err != nil {
 			return nil, nil, err
 		}
 	}

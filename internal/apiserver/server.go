@@ -226,7 +226,7 @@ func (s *Server) decodeObject(body []byte, contentType, directive string, into r
 
 // checkNamespace rejects writes into a namespace that does not exist or is
 // being deleted.
-func (s *Server) checkNamespace(ns string) error {
+func (s *Server) checkNamespace(ns string, gr schema.GroupResource, name string) error {
 	h := s.byGR[schema.GroupResource{Resource: "namespaces"}]
 	if h == nil {
 		return nil
@@ -245,7 +245,7 @@ func (s *Server) checkNamespace(ns string) error {
 		obj = o
 	}
 	if n, ok := obj.(*corev1.Namespace); ok && (n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating) {
-		return apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, ns,
+		return apierrors.NewForbidden(gr, name,
 			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
 	}
 	return nil

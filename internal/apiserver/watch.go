@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -70,12 +71,13 @@ func (s *Server) serveWatch(h *resourceHandler, w http.ResponseWriter, r *http.R
 	default:
 		rv, _ = strconv.ParseInt(q.resourceVersion, 10, 64)
 	}
-	cw, objs, startRV, err := h.cache.watch(ctx, h.keyPrefix(ri.namespace), rv, initial)
+	keyPrefix := h.keyPrefix(ri.namespace)
+	cw, objs, startRV, err := h.cache.watch(ctx, keyPrefix, rv, initial)
 	switch {
 	case err != nil && rv > 0 && isTooOld(err):
 		// Older than the cache's window (after a restart, say): replay
 		// etcd's history, which reaches back to the last compaction.
-		cw, err = h.watchFromStore(ctx, h.keyPrefix(ri.namespace), rv)
+		cw, err = h.watchFromStore(ctx, keyPrefix, rv)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -160,7 +162,7 @@ func (s *Server) serveWatch(h *resourceHandler, w http.ResponseWriter, r *http.R
 			return
 		case <-cw.done:
 			// drain what was queued before the stop, then end the watch
-			s.sendQueued(h, cw, sel, send, &lastRV)
+			s.sendQueued(h, cw, keyPrefix, sel, send, &lastRV)
 			return
 		case <-tick:
 			if rv := h.cache.revision(); rv > lastRV {
@@ -173,7 +175,7 @@ func (s *Server) serveWatch(h *resourceHandler, w http.ResponseWriter, r *http.R
 				sentRV = lastRV
 			}
 		case <-cw.signal:
-			if !s.sendQueued(h, cw, sel, send, &lastRV) {
+			if !s.sendQueued(h, cw, keyPrefix, sel, send, &lastRV) {
 				return
 			}
 		}
@@ -181,10 +183,13 @@ func (s *Server) serveWatch(h *resourceHandler, w http.ResponseWriter, r *http.R
 }
 
 // sendQueued sends a watcher's queued events through the selector.
-func (s *Server) sendQueued(h *resourceHandler, cw *cacheWatcher, sel selector, send func(watch.EventType, runtime.Object) bool, lastRV *int64) bool {
+func (s *Server) sendQueued(h *resourceHandler, cw *cacheWatcher, keyPrefix string, sel selector, send func(watch.EventType, runtime.Object) bool, lastRV *int64) bool {
 	for _, ev := range cw.take() {
 		if ev.rv > *lastRV {
 			*lastRV = ev.rv
+		}
+		if !strings.HasPrefix(ev.key, keyPrefix) {
+			continue
 		}
 		obj, err := h.toServed(ev.obj)
 		if err != nil {

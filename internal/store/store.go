@@ -354,7 +354,17 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev int64) (<-chan []E
 		clientv3.WithPrevKV(), clientv3.WithProgressNotify())
 	go func() {
 		defer close(out)
-		for resp := range wc {
+		for {
+			var resp clientv3.WatchResponse
+			var ok bool
+			select {
+			case <-ctx.Done():
+				return
+			case resp, ok = <-wc:
+			}
+			if !ok {
+				break
+			}
 			if err := resp.Err(); err != nil {
 				if resp.CompactRevision > 0 {
 					werr = ErrCompacted

@@ -258,7 +258,12 @@ func (c *coreScenario) label(t *testing.T) {
 }
 
 func (c *coreScenario) annotate(t *testing.T) {
-	sameLines(t, "annotate", c.kubectl(t, "annotate", "configmap", "web-config", "note=hello world"), "configmap/web-config annotated")
+	// kubectl 1.27 prints the verb ("annotate"), later versions "annotated".
+	want := "configmap/web-config annotated"
+	if c.k.Version == "1.27" {
+		want = "configmap/web-config annotate"
+	}
+	sameLines(t, "annotate", c.kubectl(t, "annotate", "configmap", "web-config", "note=hello world"), want)
 	if got := c.jsonpath(t, "cm/web-config", "{.metadata.annotations.note}"); got != "hello world" {
 		t.Errorf("annotation note = %q", got)
 	}
