@@ -19,7 +19,7 @@ import (
 
 	"github.com/skiff-sh/skiff/internal/apiserver"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
-	"github.com/skiff-sh/skiff/internal/controller/namespace"
+	"github.com/skiff-sh/skiff/internal/controller/manager"
 	"github.com/skiff-sh/skiff/internal/pki"
 	"github.com/skiff-sh/skiff/internal/scheduler"
 	"github.com/skiff-sh/skiff/internal/store"
@@ -45,6 +45,9 @@ type Config struct {
 	DisableScheduler bool
 	// SchedulerConfigFile is the scheduler's configuration file, if any.
 	SchedulerConfigFile string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the leader
+	// elections of the controller manager (zero: upstream's 15s/10s/2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// SkiffVersion is the build's version, shown in /version.
 	SkiffVersion string
 	// Logger receives the control plane's logs.
@@ -145,54 +148,41 @@ func (s *Server) Run(ctx context.Context) error {
 	s.api, s.rest = api, restCfg
 	s.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
+	// The API server and store run on apiCtx; the components that talk to
+	// them run on compCtx, which is stopped first so that they can release
+	// their leases while the API server still answers.
+	apiCtx, stopAPI := context.WithCancel(context.Background())
+	defer stopAPI()
+	var apiWG sync.WaitGroup
 	errc := make(chan error, 4)
-	wg.Add(2)
-	go func() { defer wg.Done(); st.Run(ctx) }()
+	apiWG.Add(2)
+	go func() { defer apiWG.Done(); st.Run(apiCtx) }()
 	go func() {
-		defer wg.Done()
-		if err := api.Run(ctx); err != nil {
+		defer apiWG.Done()
+		if err := api.Run(apiCtx); err != nil {
 			errc <- fmt.Errorf("apiserver: %w", err)
 		}
 	}()
 	select {
 	case <-api.Ready():
 	case err := <-errc:
-		cancel()
-		wg.Wait()
+		stopAPI()
+		apiWG.Wait()
 		return err
 	case <-ctx.Done():
-		wg.Wait()
+		stopAPI()
+		apiWG.Wait()
 		return nil
 	}
-	nsc, err := namespace.New(namespace.Config{Rest: restCfg, Logger: s.log.With("component", "namespace-controller")})
-	if err != nil {
-		cancel()
-		wg.Wait()
+	compCtx, stopComponents := context.WithCancel(ctx)
+	defer stopComponents()
+	var compWG sync.WaitGroup
+	if err := s.startComponents(compCtx, &compWG, restCfg, reg, errc); err != nil {
+		stopComponents()
+		compWG.Wait()
+		stopAPI()
+		apiWG.Wait()
 		return err
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := nsc.Run(ctx); err != nil && ctx.Err() == nil {
-			errc <- fmt.Errorf("namespace controller: %w", err)
-		}
-	}()
-	if !s.cfg.DisableScheduler {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.keepRunning(ctx, "scheduler", func(ctx context.Context) error {
-				sch, err := scheduler.New(scheduler.Config{RestConfig: restCfg, ConfigFile: s.cfg.SchedulerConfigFile,
-					LeaderElect: true, Logger: s.log.With("component", "scheduler"), Metrics: reg})
-				if err != nil {
-					return err
-				}
-				return sch.Run(ctx)
-			})
-		}()
 	}
 	close(s.ready)
 	s.log.Info("skiff server is ready", "url", url, "kubeconfig", s.Kubeconfig)
@@ -201,9 +191,50 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	cancel()
-	wg.Wait()
+	stopComponents()
+	done := make(chan struct{})
+	go func() { compWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.log.Warn("components did not stop within 10s; stopping the API server anyway")
+	}
+	stopAPI()
+	apiWG.Wait()
 	return runErr
+}
+
+// startComponents starts the control loops beside the API server: the
+// controller manager and the scheduler, each leader-elected.
+func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCfg *rest.Config, reg *prometheus.Registry, errc chan<- error) error {
+	cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
+		LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod})
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := cm.Run(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("controller manager: %w", err)
+		}
+	}()
+	if s.cfg.DisableScheduler {
+		return nil
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.keepRunning(ctx, "scheduler", func(ctx context.Context) error {
+			sch, err := scheduler.New(scheduler.Config{RestConfig: restCfg, ConfigFile: s.cfg.SchedulerConfigFile,
+				LeaderElect: true, Logger: s.log.With("component", "scheduler"), Metrics: reg})
+			if err != nil {
+				return err
+			}
+			return sch.Run(ctx)
+		})
+	}()
+	return nil
 }
 
 // keepRunning runs a leader-elected component until ctx ends, starting it

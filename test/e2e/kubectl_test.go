@@ -129,10 +129,16 @@ func header(t *testing.T, what string, rows [][]string, want string) {
 }
 
 func (c *coreScenario) get(t *testing.T) {
+	// The deployment controller creates the pods (no node runs them, so
+	// none becomes ready): wait until the rollout has created them all.
+	poll(t, "deployment web updated", 60*time.Second, func() (bool, string) {
+		got := c.jsonpath(t, "deploy/web", "{.status.updatedReplicas}")
+		return got == "2", "updatedReplicas=" + got
+	})
 	rows := tableRows(c.kubectl(t, "get", "deployments"))
 	header(t, "get deployments", rows, "NAME READY UP-TO-DATE AVAILABLE AGE")
-	if r := rowNamed(rows, "web"); len(r) != 5 || r[1] != "0/2" || r[2] != "0" || r[3] != "0" {
-		t.Errorf("get deployments: row web = %q, want [web 0/2 0 0 <age>]", r)
+	if r := rowNamed(rows, "web"); len(r) != 5 || r[1] != "0/2" || r[2] != "2" || r[3] != "0" {
+		t.Errorf("get deployments: row web = %q, want [web 0/2 2 0 <age>]", r)
 	}
 	if r := rowNamed(rows, "api"); len(r) != 5 || r[1] != "0/3" {
 		t.Errorf("get deployments: row api = %q, want [api 0/3 0 0 <age>]", r)
