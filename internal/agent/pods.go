@@ -236,16 +236,6 @@ func (p *podState) set(key string, r *podRecord) {
 	p.pods[key] = r
 }
 
-func (p *podState) uids() map[types.UID]bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := map[types.UID]bool{}
-	for _, r := range p.pods {
-		out[r.uid] = true
-	}
-	return out
-}
-
 // adopt runs once the watch has synced: it removes what the runtime holds
 // for pods the API no longer has and queues every pod of the node.
 func (a *Agent) adopt(ctx context.Context, src *PodSource) {
@@ -398,12 +388,12 @@ func resourceVersion(pod *corev1.Pod) int64 {
 
 // statusPatch is a strategic merge patch from old to new status, with the
 // pod's UID as a precondition (as the kubelet sends it).
-func statusPatch(uid types.UID, old, new corev1.PodStatus) ([]byte, error) {
-	oldJS, err := json.Marshal(corev1.Pod{Status: old})
+func statusPatch(uid types.UID, oldStatus, newStatus corev1.PodStatus) ([]byte, error) {
+	oldJS, err := json.Marshal(corev1.Pod{Status: oldStatus})
 	if err != nil {
 		return nil, fmt.Errorf("encode pod status: %w", err)
 	}
-	newJS, err := json.Marshal(corev1.Pod{Status: new})
+	newJS, err := json.Marshal(corev1.Pod{Status: newStatus})
 	if err != nil {
 		return nil, fmt.Errorf("encode pod status: %w", err)
 	}

@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestAgentFlags(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		usage   bool
+		wantErr string
+	}{
+		{"cri is not built", []string{"--runtime=cri", "--kubeconfig", "/nonexistent"}, false, "not built yet"},
+		{"unknown runtime", []string{"--runtime=docker"}, true, "use cri or sim"},
+		{"no server", []string{"--runtime=sim"}, true, "give --server and --token"},
+		{"server without CA", []string{"--runtime=sim", "--server", "https://127.0.0.1:6443", "--token", "abcdef.0123456789abcdef"}, true, "--ca-file"},
+		{"both kubeconfig and token", []string{"--runtime=sim", "--kubeconfig", "k", "--server", "https://x", "--token", "t"}, true, "not both"},
+		{"bad size", []string{"--runtime=sim", "--size", "huge"}, true, "--size"},
+		{"bad taint", []string{"--runtime=sim", "--register-with-taints", "a=b"}, true, "--register-with-taints"},
+		{"bad label", []string{"--runtime=sim", "--node-labels", "novalue"}, true, "--node-labels"},
+		{"no nodes", []string{"--runtime=sim", "--nodes", "0"}, true, "--nodes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := runAgent(context.Background(), &env{stdout: &out, stderr: &errOut}, tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error with %q", err, tc.wantErr)
+			}
+			var ue usageError
+			if errors.As(err, &ue) != tc.usage {
+				t.Errorf("usage error = %v, want %v (%v)", errors.As(err, &ue), tc.usage, err)
+			}
+		})
+	}
+}
+
+func TestAgentCapacity(t *testing.T) {
+	f := agentFlags{size: "large", memory: "20Gi", maxPods: 50}
+	res, err := f.capacity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Cpu().String() != "8" || res.Memory().String() != "20Gi" || res.StorageEphemeral().String() != "200Gi" || res.Pods().Value() != 50 {
+		t.Errorf("capacity %v", res)
+	}
+	cfg, err := (&agentFlags{server: "https://127.0.0.1:6443", token: "t", insecure: true, nodes: 1000}).restConfig(quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QPS != 300 || cfg.Burst != 600 || !cfg.Insecure || cfg.BearerToken != "t" {
+		t.Errorf("rest config qps %v burst %d insecure %v", cfg.QPS, cfg.Burst, cfg.Insecure)
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
