@@ -152,6 +152,29 @@ func TestSimNodesRunPods(t *testing.T) {
 		}
 	}
 
+	// what kubectl get nodes prints: STATUS Ready and the kubelet version
+	raw, err := c.CoreV1().RESTClient().Get().Resource("nodes").
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table metav1.Table
+	if err := json.Unmarshal(raw, &table); err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, d := range table.ColumnDefinitions {
+		col[d.Name] = i
+	}
+	if len(table.Rows) != 3 {
+		t.Fatalf("table rows %d", len(table.Rows))
+	}
+	for _, r := range table.Rows {
+		if r.Cells[col["Status"]] != "Ready" || r.Cells[col["Version"]] != agent.KubeletVersion {
+			t.Errorf("kubectl get nodes row %v (columns %v)", r.Cells, col)
+		}
+	}
+
 	// a pod bound to sim-1 runs with an IP from sim-1's range
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
