@@ -11,7 +11,8 @@ set -euo pipefail
 # more (containerd, runc, containernetworking-plugins, nftables, iptables,
 # busybox-static, ...) add them here.
 APT_PACKAGES=(
-	etcd-server # `etcd` for the external-etcd e2e tests
+	etcd-server    # `etcd` for the external-etcd e2e tests
+	busybox-static # /bin/busybox for the skiff.local/busybox and testserver images
 )
 
 # golangci-lint, built from source with the local Go toolchain (v2.15.0 builds
