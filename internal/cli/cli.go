@@ -37,6 +37,7 @@ func commands() []command {
 		{"token", "manage bearer tokens for nodes and automation (token create)", runToken},
 		{"bench", "run a benchmark scenario and print its figures (bench api|startup)", runBench},
 		{"controller-manager", "run the controllers (leader-elected) against an API server", runControllerManager},
+		{"images", "build the test images (busybox, testserver) as OCI archives (images build)", runImages},
 		{"agent", "run a node agent that registers a node and runs its pods (--runtime=sim for simulated nodes)", runAgent},
 		{"version", "print skiff's version", runVersion},
 	}
