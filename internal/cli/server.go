@@ -18,6 +18,7 @@ type serverFlags struct {
 	etcdCA, etcdCert, etcdKey string
 	disableAgent              bool
 	disableScheduler          bool
+	disableControllerManager  bool
 	schedulerConfig           string
 }
 
@@ -31,6 +32,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.etcdKey, "etcd-keyfile", "", "client key for the external etcd")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "do not run a node agent beside the control plane")
 	fs.BoolVar(&f.disableScheduler, "disable-scheduler", false, "do not run the scheduler in this process (run 'skiff scheduler' elsewhere)")
+	fs.BoolVar(&f.disableControllerManager, "disable-controller-manager", false, "do not run the controller manager in this process (run 'skiff controller-manager' elsewhere)")
 	fs.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler configuration file (YAML SchedulerConfiguration)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -43,7 +45,7 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 	return server.Config{
 		DataDir: f.dataDir, Listen: f.listen, Hosts: splitList(f.hosts),
 		EtcdEndpoints: splitList(f.etcdEndpoints), EtcdCAFile: f.etcdCA, EtcdCertFile: f.etcdCert, EtcdKeyFile: f.etcdKey,
-		DisableScheduler: f.disableScheduler, SchedulerConfigFile: f.schedulerConfig,
+		DisableScheduler: f.disableScheduler, DisableControllerManager: f.disableControllerManager, SchedulerConfigFile: f.schedulerConfig,
 		SkiffVersion: Version, Logger: log,
 	}, nil
 }

@@ -43,6 +43,9 @@ type Config struct {
 	// DisableScheduler turns off the in-process scheduler (run
 	// `skiff scheduler` elsewhere instead).
 	DisableScheduler bool
+	// DisableControllerManager turns off the in-process controller
+	// manager (run `skiff controller-manager` elsewhere instead).
+	DisableControllerManager bool
 	// SchedulerConfigFile is the scheduler's configuration file, if any.
 	SchedulerConfigFile string
 	// LeaseDuration, RenewDeadline and RetryPeriod time the leader
@@ -207,18 +210,20 @@ func (s *Server) Run(ctx context.Context) error {
 // startComponents starts the control loops beside the API server: the
 // controller manager and the scheduler, each leader-elected.
 func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCfg *rest.Config, reg *prometheus.Registry, errc chan<- error) error {
-	cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
-		LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod})
-	if err != nil {
-		return err
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := cm.Run(ctx); err != nil && ctx.Err() == nil {
-			errc <- fmt.Errorf("controller manager: %w", err)
+	if !s.cfg.DisableControllerManager {
+		cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
+			LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod})
+		if err != nil {
+			return err
 		}
-	}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cm.Run(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("controller manager: %w", err)
+			}
+		}()
+	}
 	if s.cfg.DisableScheduler {
 		return nil
 	}

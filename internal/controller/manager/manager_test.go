@@ -1,4 +1,4 @@
-package manager
+package manager_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/skiff-sh/skiff/internal/controller/manager"
 	"github.com/skiff-sh/skiff/internal/server"
 )
 
@@ -22,7 +23,8 @@ import (
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: log})
+	srv, err := server.New(server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: log,
+		DisableControllerManager: true, DisableScheduler: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,9 +49,9 @@ func startControlPlane(t *testing.T) *rest.Config {
 	return srv.RestConfig()
 }
 
-func startManager(t *testing.T, rc *rest.Config, identity string) (*Manager, context.CancelFunc) {
+func startManager(t *testing.T, rc *rest.Config, identity string) (*manager.Manager, context.CancelFunc) {
 	t.Helper()
-	m, err := New(Config{Rest: rc, Identity: identity,
+	m, err := manager.New(manager.Config{Rest: rc, Identity: identity,
 		LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("identity", identity)})
 	if err != nil {
