@@ -13,6 +13,12 @@ set -euo pipefail
 APT_PACKAGES=(
 	etcd-server    # `etcd` for the external-etcd e2e tests
 	busybox-static # /bin/busybox for the skiff.local/busybox and testserver images
+	containerd     # the agent's container runtime (CRI plugin) and `ctr` for image import
+	runc           # the OCI runtime containerd starts containers with
+	containernetworking-plugins # CNI bridge, host-local, portmap, loopback (/usr/lib/cni)
+	iproute2       # `ip` for the CRI integration test's cleanup of bridges and routes
+	nftables       # packet filtering rules of the pod network
+	iptables       # the portmap and bridge (ipMasq) CNI plugins call iptables
 )
 
 # golangci-lint, built from source with the local Go toolchain (v2.15.0 builds
