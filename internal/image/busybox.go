@@ -131,3 +131,44 @@ func BuildTestserver(ctx context.Context, moduleDir, goarch string) ([]byte, err
 	}
 	return b, nil
 }
+
+// PauseName is the sandbox ("pause") image skiff's containerd uses: it holds
+// a pod's namespaces while its containers come and go.
+const PauseName = "skiff.local/pause:latest"
+
+// PauseSpec is the spec of skiff.local/pause:latest: only /bin/busybox from
+// the busybox files, sleeping for good. As PID 1 of its namespace it
+// ignores SIGTERM; containerd stops sandboxes with SIGKILL.
+func PauseSpec(busybox []File) (Spec, error) {
+	for _, f := range busybox {
+		if f.Path == "/bin/busybox" {
+			return Spec{
+				Name:   PauseName,
+				Files:  []File{f},
+				Config: Config{Entrypoint: []string{"/bin/busybox", "sleep", "2147483647"}, WorkingDir: "/"},
+			}, nil
+		}
+	}
+	return Spec{}, fmt.Errorf("pause image: no /bin/busybox among the busybox files")
+}
+
+// WritePause builds skiff.local/pause:latest from the static busybox at bin
+// (empty means DefaultBusybox) and writes it as an OCI archive to archive.
+func WritePause(ctx context.Context, bin, archive string) error {
+	if bin == "" {
+		bin = DefaultBusybox
+	}
+	files, err := BusyboxFiles(ctx, bin)
+	if err != nil {
+		return err
+	}
+	spec, err := PauseSpec(files)
+	if err != nil {
+		return err
+	}
+	img, err := Build(spec)
+	if err != nil {
+		return err
+	}
+	return img.WriteArchiveFile(archive)
+}
