@@ -1,0 +1,94 @@
+// Package controllertest starts what a controller's integration test
+// needs: the real API server on embedded etcd (without the controller
+// manager and scheduler), an informer factory, and a bounded poll.
+package controllertest
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/skiff-sh/skiff/internal/server"
+)
+
+// Logger logs warnings and errors to stderr.
+func Logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// ControlPlane runs the API server until the test ends and returns a
+// client of it.
+func ControlPlane(t *testing.T) (*rest.Config, kubernetes.Interface) {
+	t.Helper()
+	srv, err := server.New(server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: Logger(),
+		DisableControllerManager: true, DisableScheduler: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Log("control plane did not stop within 30s")
+		}
+	})
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatalf("control plane: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("control plane not ready")
+	}
+	return srv.RestConfig(), kubernetes.NewForConfigOrDie(srv.RestConfig())
+}
+
+// Runner is a controller.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Run starts factory and the controller until the test ends.
+func Run(t *testing.T, factory informers.SharedInformerFactory, c Runner) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+			t.Errorf("controller: %v", err)
+		}
+	}()
+	factory.Start(ctx.Done())
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		factory.Shutdown()
+	})
+}
+
+// Eventually polls cond until it holds; the 60s deadline only bounds a
+// failing test.
+func Eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: never happened; last state: %s", what, last)
+}
