@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -91,4 +93,35 @@ func Eventually(t *testing.T, what string, cond func() (bool, string)) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s: never happened; last state: %s", what, last)
+}
+
+// SetPodStatus plays the kubelet: the pod default/name runs with ip and
+// its Ready condition says ready.
+func SetPodStatus(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, ip string, ready bool) {
+	t.Helper()
+	p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip, []corev1.PodIP{{IP: ip}}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st, LastTransitionTime: metav1.Now()}}
+	if _, err := cs.CoreV1().Pods("default").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CreatePod creates the pod default/name with labels on node, its one
+// container exposing the port named "web" (8080).
+func CreatePod(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, node string, labels map[string]string) {
+	t.Helper()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "img",
+			Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}}}}}}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

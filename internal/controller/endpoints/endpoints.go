@@ -78,11 +78,7 @@ func New(cfg Config) (*Controller, error) {
 	if _, err := svcInf.Informer().AddEventHandler(c.loop.Handler()); err != nil {
 		return nil, fmt.Errorf("endpoints controller: service handler: %w", err)
 	}
-	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.onPod,
-		UpdateFunc: func(old, cur any) { c.onPod(old); c.onPod(cur) },
-		DeleteFunc: c.onPod,
-	}); err != nil {
+	if _, err := podInf.Informer().AddEventHandler(servicepods.PodHandler(c.services, c.loop.Add)); err != nil {
 		return nil, fmt.Errorf("endpoints controller: pod handler: %w", err)
 	}
 	// Endpoints changed or deleted by others are put back.
@@ -102,19 +98,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.loop.Run(ctx, c.cfg.Workers)
 	return nil
-}
-
-func (c *Controller) onPod(obj any) {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return
-	}
-	for _, key := range servicepods.Services(c.services, pod) {
-		c.loop.Add(key)
-	}
 }
 
 // Reconcile syncs the Endpoints of the Service namespace/name.

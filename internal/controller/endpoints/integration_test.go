@@ -10,28 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/controller/endpoints"
 )
-
-func setReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, ip string, ready bool) {
-	t.Helper()
-	p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := corev1.ConditionFalse
-	if ready {
-		st = corev1.ConditionTrue
-	}
-	p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip, []corev1.PodIP{{IP: ip}}
-	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st, LastTransitionTime: metav1.Now()}}
-	if _, err := cs.CoreV1().Pods("default").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestEndpointsFollowReadiness(t *testing.T) {
 	_, cs := controllertest.ControlPlane(t)
@@ -50,13 +32,8 @@ func TestEndpointsFollowReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, name := range []string{"a", "b"} {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "web"}},
-			Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "img",
-				Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}}}}}}
-		if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		setReady(ctx, t, cs, name, fmt.Sprintf("10.42.0.%d", i+1), name == "a")
+		controllertest.CreatePod(ctx, t, cs, name, "n1", map[string]string{"app": "web"})
+		controllertest.SetPodStatus(ctx, t, cs, name, fmt.Sprintf("10.42.0.%d", i+1), name == "a")
 	}
 	state := func(ready, notReady string) func() (bool, string) {
 		return func() (bool, string) {
@@ -78,8 +55,8 @@ func TestEndpointsFollowReadiness(t *testing.T) {
 		}
 	}
 	controllertest.Eventually(t, "a ready, b not", state("10.42.0.1:8080 ", "10.42.0.2:8080 "))
-	setReady(ctx, t, cs, "b", "10.42.0.2", true)
-	setReady(ctx, t, cs, "a", "10.42.0.1", false)
+	controllertest.SetPodStatus(ctx, t, cs, "b", "10.42.0.2", true)
+	controllertest.SetPodStatus(ctx, t, cs, "a", "10.42.0.1", false)
 	controllertest.Eventually(t, "b ready, a not", state("10.42.0.2:8080 ", "10.42.0.1:8080 "))
 	if err := cs.CoreV1().Pods("default").Delete(ctx, "a", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)

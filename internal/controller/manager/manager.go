@@ -30,9 +30,12 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/skiff-sh/skiff/internal/controller/deployment"
+	"github.com/skiff-sh/skiff/internal/controller/endpoints"
+	"github.com/skiff-sh/skiff/internal/controller/endpointslice"
 	"github.com/skiff-sh/skiff/internal/controller/garbagecollector"
 	"github.com/skiff-sh/skiff/internal/controller/namespace"
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
+	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
 )
 
 // Defaults, as upstream's kube-controller-manager.
@@ -50,10 +53,13 @@ const (
 	Deployment       = "deployment"
 	GarbageCollector = "garbagecollector"
 	Namespace        = "namespace"
+	Endpoints        = "endpoints"
+	EndpointSlice    = "endpointslice"
+	ServiceAccount   = "serviceaccount"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount}
 
 // Config configures the manager.
 type Config struct {
@@ -243,6 +249,12 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			c = garbagecollector.New(garbagecollector.Config{Metadata: md, Discovery: m.client.Discovery(), Logger: log(name), Workers: m.cfg.Workers})
 		case Namespace:
 			c, err = namespace.New(namespace.Config{Rest: m.rest, Logger: log(name), Workers: m.cfg.Workers})
+		case Endpoints:
+			c, err = endpoints.New(endpoints.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
+		case EndpointSlice:
+			c, err = endpointslice.New(endpointslice.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
+		case ServiceAccount:
+			c, err = serviceaccount.New(serviceaccount.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
 		}
 		if err != nil {
 			return fmt.Errorf("controller manager: %s: %w", name, err)

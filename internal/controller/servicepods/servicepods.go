@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 // Selects reports whether svc picks pods by selector (others get no
@@ -129,4 +130,24 @@ func Labels(svc *corev1.Service) map[string]string {
 		out[corev1.IsHeadlessService] = ""
 	}
 	return out
+}
+
+// PodHandler is a pod informer handler that calls add with the key of
+// every Service selecting the pod, before and after a change.
+func PodHandler(lister corelisters.ServiceLister, add func(key string)) cache.ResourceEventHandler {
+	on := func(obj any) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if pod, ok := obj.(*corev1.Pod); ok {
+			for _, key := range Services(lister, pod) {
+				add(key)
+			}
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    on,
+		UpdateFunc: func(old, cur any) { on(old); on(cur) },
+		DeleteFunc: on,
+	}
 }
