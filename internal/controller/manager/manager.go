@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/skiff-sh/skiff/internal/controller/deployment"
+	"github.com/skiff-sh/skiff/internal/controller/disruption"
 	"github.com/skiff-sh/skiff/internal/controller/endpoints"
 	"github.com/skiff-sh/skiff/internal/controller/endpointslice"
 	"github.com/skiff-sh/skiff/internal/controller/garbagecollector"
@@ -56,10 +57,11 @@ const (
 	Endpoints        = "endpoints"
 	EndpointSlice    = "endpointslice"
 	ServiceAccount   = "serviceaccount"
+	Disruption       = "disruption"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption}
 
 // Config configures the manager.
 type Config struct {
@@ -255,6 +257,8 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			c, err = endpointslice.New(endpointslice.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
 		case ServiceAccount:
 			c, err = serviceaccount.New(serviceaccount.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
+		case Disruption:
+			c, err = disruption.New(disruption.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
 		}
 		if err != nil {
 			return fmt.Errorf("controller manager: %s: %w", name, err)
