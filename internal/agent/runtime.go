@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -92,4 +93,58 @@ type ContainerStatus struct {
 	Waiting *corev1.ContainerStateWaiting
 	// User is the identity the container's process runs as.
 	User *corev1.ContainerUser
+}
+
+// Back-off of container restarts, as the kubelet's: 10 s doubling up to
+// 5 min.
+const (
+	RestartBackoffBase = 10 * time.Second
+	RestartBackoffMax  = 5 * time.Minute
+)
+
+// RestartBackoff is how long a container that exited after restartCount
+// restarts waits before it starts again (CrashLoopBackOff).
+func RestartBackoff(restartCount int32) time.Duration {
+	return min(RestartBackoffBase<<min(restartCount, 10), RestartBackoffMax)
+}
+
+// ShouldRestart says whether a container that exited with exitCode
+// restarts under the pod's restart policy.
+func ShouldRestart(policy corev1.RestartPolicy, exitCode int32) bool {
+	return policy == corev1.RestartPolicyAlways || policy == "" || (policy == corev1.RestartPolicyOnFailure && exitCode != 0)
+}
+
+// CrashLoopBackOff is the waiting state of a container held back from
+// restarting until the back-off ends.
+func CrashLoopBackOff(p *corev1.Pod, name string, backoff time.Duration) *corev1.ContainerStateWaiting {
+	return &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+		Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
+			backoff.Round(time.Second), name, p.Name, p.Namespace, p.UID)}
+}
+
+// ContainerUser is the identity container c of pod p runs as, from the
+// pod's and the container's security contexts.
+func ContainerUser(p *corev1.Pod, c *corev1.Container) *corev1.ContainerUser {
+	var uid, gid int64
+	if sc := p.Spec.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = *sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = *sc.RunAsGroup
+		}
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = *sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = *sc.RunAsGroup
+		}
+	}
+	groups := []int64{gid}
+	if sc := p.Spec.SecurityContext; sc != nil {
+		groups = append(groups, sc.SupplementalGroups...)
+	}
+	return &corev1.ContainerUser{Linux: &corev1.LinuxContainerUser{UID: uid, GID: gid, SupplementalGroups: groups}}
 }

@@ -142,7 +142,11 @@ func (c *Containerd) Config() string {
 		"    sandbox_image = " + q(c.cfg.SandboxImage),
 		"    enable_selinux = false",
 		"    disable_apparmor = true",
-		"    restrict_oom_score_adj = false",
+		// containers score no lower than containerd: lowering
+		// oom_score_adj is refused in some VMs and user namespaces
+		"    restrict_oom_score_adj = true",
+		// pods' network namespaces live under the state dir, not /run/netns
+		"    netns_mounts_under_state_dir = true",
 		"    max_container_log_line_size = 16384",
 		"    [plugins.\"io.containerd.grpc.v1.cri\".containerd]",
 		"      snapshotter = \"overlayfs\"",

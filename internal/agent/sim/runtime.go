@@ -37,12 +37,6 @@ const (
 	AnnotationExitCode  = "sim.skiff.dev/exit-code"
 )
 
-// Back-off of restarts, as the kubelet's: 10 s doubling up to 5 min.
-const (
-	backoffBase = 10 * time.Second
-	backoffMax  = 5 * time.Minute
-)
-
 // Runtime is the simulated runtime of one node. It implements
 // agent.Runtime and agent.PodCIDRUpdater.
 type Runtime struct {
@@ -147,31 +141,6 @@ func exitRule(p *corev1.Pod) (after time.Duration, code int32, ok bool) {
 	return d, code, true
 }
 
-func user(p *corev1.Pod, c *corev1.Container) *corev1.ContainerUser {
-	var uid, gid int64
-	if sc := p.Spec.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			uid = *sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			gid = *sc.RunAsGroup
-		}
-	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			uid = *sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			gid = *sc.RunAsGroup
-		}
-	}
-	groups := []int64{gid}
-	if sc := p.Spec.SecurityContext; sc != nil {
-		groups = append(groups, sc.SupplementalGroups...)
-	}
-	return &corev1.ContainerUser{Linux: &corev1.LinuxContainerUser{UID: uid, GID: gid, SupplementalGroups: groups}}
-}
-
 // SyncPod implements agent.Runtime: it creates the sandbox, completes
 // init containers, starts app containers, and applies exits and restarts.
 func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*agent.PodStatus, error) {
@@ -198,7 +167,7 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*agent.PodStatus, e
 	}
 	start := func(c *corev1.Container, prev *container) *container {
 		n := &container{ContainerStatus: agent.ContainerStatus{Name: c.Name, State: agent.ContainerRunning,
-			Image: c.Image, ImageID: imageID(c.Image), StartedAt: now, User: user(p, c)}}
+			Image: c.Image, ImageID: imageID(c.Image), StartedAt: now, User: agent.ContainerUser(p, c)}}
 		if prev != nil {
 			n.RestartCount = prev.RestartCount + 1
 			last := prev.ContainerStatus
@@ -234,19 +203,17 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*agent.PodStatus, e
 				if code != 0 {
 					cur.Reason = "Error"
 				}
-				delay := min(backoffBase<<min(cur.RestartCount, 10), backoffMax)
+				delay := agent.RestartBackoff(cur.RestartCount)
 				cur.backoffUntil = end.Add(delay)
 			} else {
 				wake(end)
 			}
 		}
-		if cur.State != agent.ContainerExited || !restarts(p.Spec.RestartPolicy, cur.ExitCode) {
+		if cur.State != agent.ContainerExited || !agent.ShouldRestart(p.Spec.RestartPolicy, cur.ExitCode) {
 			continue
 		}
 		if now.Before(cur.backoffUntil) {
-			cur.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
-				Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
-					cur.backoffUntil.Sub(cur.FinishedAt).Round(time.Second), c.Name, p.Name, p.Namespace, p.UID)}
+			cur.Waiting = agent.CrashLoopBackOff(p, c.Name, cur.backoffUntil.Sub(cur.FinishedAt))
 			wake(cur.backoffUntil)
 			continue
 		}
@@ -256,10 +223,6 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*agent.PodStatus, e
 		}
 	}
 	return sp.status(next), nil
-}
-
-func restarts(policy corev1.RestartPolicy, exitCode int32) bool {
-	return policy == corev1.RestartPolicyAlways || policy == "" || (policy == corev1.RestartPolicyOnFailure && exitCode != 0)
 }
 
 // status reports the pod as the agent wants it.
