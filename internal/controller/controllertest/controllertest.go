@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,8 +60,9 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
-// Run starts factory and the controller until the test ends.
-func Run(t *testing.T, factory informers.SharedInformerFactory, c Runner) {
+// Run starts factory and the controller until the test ends or stop is
+// called.
+func Run(t *testing.T, factory informers.SharedInformerFactory, c Runner) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -71,11 +73,16 @@ func Run(t *testing.T, factory informers.SharedInformerFactory, c Runner) {
 		}
 	}()
 	factory.Start(ctx.Done())
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		factory.Shutdown()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			factory.Shutdown()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // Eventually polls cond until it holds; the 60s deadline only bounds a

@@ -35,6 +35,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/endpointslice"
 	"github.com/skiff-sh/skiff/internal/controller/garbagecollector"
 	"github.com/skiff-sh/skiff/internal/controller/namespace"
+	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
 	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
 )
@@ -58,10 +59,11 @@ const (
 	EndpointSlice    = "endpointslice"
 	ServiceAccount   = "serviceaccount"
 	Disruption       = "disruption"
+	NodeIPAM         = "nodeipam"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM}
 
 // Config configures the manager.
 type Config struct {
@@ -83,6 +85,11 @@ type Config struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Workers per controller; 0 means each controller's default.
 	Workers int
+	// ClusterCIDR is the range node IPAM cuts pod CIDRs from (default
+	// 10.42.0.0/16); NodeCIDRMaskSize is each node's prefix length
+	// (default 24).
+	ClusterCIDR      string
+	NodeCIDRMaskSize int
 	// Logger receives the manager's and controllers' logs.
 	Logger *slog.Logger
 }
@@ -259,6 +266,9 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			c, err = serviceaccount.New(serviceaccount.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
 		case Disruption:
 			c, err = disruption.New(disruption.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
+		case NodeIPAM:
+			c, err = nodeipam.New(nodeipam.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name),
+				ClusterCIDR: m.cfg.ClusterCIDR, NodeMaskSize: m.cfg.NodeCIDRMaskSize})
 		}
 		if err != nil {
 			return fmt.Errorf("controller manager: %s: %w", name, err)
