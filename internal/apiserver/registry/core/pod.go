@@ -274,9 +274,12 @@ func imageTag(image string) string {
 	return "latest"
 }
 
-// PrepareForCreate resets status to Pending with the computed QoS class.
+// PrepareForCreate resets status to Pending with the computed QoS class
+// and adds the tolerations upstream's DefaultTolerationSeconds admission
+// plugin adds.
 func (podStrategy) PrepareForCreate(obj runtime.Object) {
 	pod := obj.(*corev1.Pod)
+	addDefaultTolerations(pod)
 	pod.Status = corev1.PodStatus{
 		Phase:    corev1.PodPending,
 		QOSClass: podQOS(pod),
@@ -288,6 +291,32 @@ func (podStrategy) PrepareForCreate(obj runtime.Object) {
 			Reason:  corev1.PodReasonSchedulingGated,
 			Message: "Scheduling is blocked due to non-empty scheduling gates",
 		}}
+	}
+}
+
+// DefaultTolerationSeconds is how long a pod stays bound to a node that
+// is not ready or unreachable before the node lifecycle controller
+// evicts it, unless the pod says otherwise (upstream's
+// --default-not-ready-toleration-seconds and
+// --default-unreachable-toleration-seconds).
+const DefaultTolerationSeconds int64 = 300
+
+// addDefaultTolerations lets the pod tolerate the not-ready and
+// unreachable NoExecute taints for DefaultTolerationSeconds unless it
+// already tolerates them.
+func addDefaultTolerations(pod *corev1.Pod) {
+	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+		tolerated := false
+		for _, t := range pod.Spec.Tolerations {
+			if (t.Key == key || t.Key == "") && (t.Effect == corev1.TaintEffectNoExecute || t.Effect == "") {
+				tolerated = true
+				break
+			}
+		}
+		if !tolerated {
+			pod.Spec.Tolerations = append(pod.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(DefaultTolerationSeconds)})
+		}
 	}
 }
 

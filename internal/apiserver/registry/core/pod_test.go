@@ -504,3 +504,33 @@ func TestPodColumns(t *testing.T) {
 		t.Errorf("wide columns = %d, want 4", wide)
 	}
 }
+
+func TestPodDefaultTolerations(t *testing.T) {
+	notReady := corev1.Toleration{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(300))}
+	unreachable := corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(300))}
+	own := corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(5))}
+	all := corev1.Toleration{Operator: corev1.TolerationOpExists}
+	noSchedule := corev1.Toleration{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}
+	tests := []struct {
+		name     string
+		in, want []corev1.Toleration
+	}{
+		{"none", nil, []corev1.Toleration{notReady, unreachable}},
+		{"own unreachable kept", []corev1.Toleration{own}, []corev1.Toleration{own, notReady}},
+		{"tolerates everything", []corev1.Toleration{all}, []corev1.Toleration{all}},
+		{"a NoSchedule toleration does not count", []corev1.Toleration{noSchedule}, []corev1.Toleration{noSchedule, notReady, unreachable}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := newPod()
+			pod.Spec.Tolerations = tt.in
+			podStrategy{}.PrepareForCreate(pod)
+			if !reflect.DeepEqual(pod.Spec.Tolerations, tt.want) {
+				t.Errorf("tolerations\n got %+v\nwant %+v", pod.Spec.Tolerations, tt.want)
+			}
+			if errs := (podStrategy{}).ValidateCreate(pod); len(errs) > 0 {
+				t.Errorf("invalid: %v", errs)
+			}
+		})
+	}
+}
