@@ -93,6 +93,7 @@ type Agent struct {
 	nextRenew       time.Time
 	nextStatus      time.Time
 	podCIDR         string
+	lastNodeRead    time.Time
 	pods            *podState
 }
 
@@ -348,6 +349,34 @@ func (a *Agent) setNode(n *corev1.Node, wroteStatus bool) {
 			a.log.Warn("the runtime rejected the node's pod CIDR", "cidr", cidr, "err", err)
 		}
 	}
+}
+
+// ErrNoPodCIDR is what a runtime's SyncPod returns (wrapped) when the pod
+// needs an IP and the runtime knows no pod CIDR yet.
+var ErrNoPodCIDR = errors.New("the node has no pod CIDR yet")
+
+// refreshPodCIDR reads the node again, at most once a second, so that a
+// pod CIDR assigned after registration reaches the runtime before the next
+// heartbeat. It reports whether the runtime got a new CIDR.
+func (a *Agent) refreshPodCIDR(ctx context.Context) bool {
+	now := a.clock.Now()
+	a.mu.Lock()
+	due := now.Sub(a.lastNodeRead) >= time.Second
+	if due {
+		a.lastNodeRead = now
+	}
+	before := a.podCIDR
+	a.mu.Unlock()
+	if !due {
+		return false
+	}
+	n, err := a.client.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+	if err != nil {
+		a.log.Debug("reading the node for its pod CIDR failed", "err", err)
+		return false
+	}
+	a.setNode(n, false)
+	return n.Spec.PodCIDR != "" && n.Spec.PodCIDR != before
 }
 
 // PodCIDRUpdater is implemented by runtimes that give pods IPs from the

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -300,6 +301,9 @@ func (a *Agent) syncPod(ctx context.Context, src *PodSource, key string) (time.D
 		return 0, nil // done: nothing runs and the status is final
 	}
 	rs, syncErr := a.rt.SyncPod(ctx, pod)
+	if errors.Is(syncErr, ErrNoPodCIDR) && a.refreshPodCIDR(ctx) {
+		rs, syncErr = a.rt.SyncPod(ctx, pod)
+	}
 	if rs == nil && syncErr != nil {
 		return 0, fmt.Errorf("run pod %s: %w", key, syncErr)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -14,7 +15,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiff-sh/skiff/internal/agent"
+	"github.com/skiff-sh/skiff/internal/agent/cri"
 	"github.com/skiff-sh/skiff/internal/agent/sim"
+	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/image"
 )
 
 // agentFlags are the flags of 'skiff agent'.
@@ -28,6 +32,9 @@ type agentFlags struct {
 	nodes                             int
 	qps                               float64
 	logLevel                          string
+	// --runtime=cri
+	endpoint, containerdBin, busybox string
+	cniConfDir, podCIDR              string
 }
 
 func (f *agentFlags) register(fs interface {
@@ -55,6 +62,11 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.dataDir, "data-dir", "/var/lib/skiff-agent", "directory for the agent's state")
 	fs.Float64Var(&f.qps, "kube-api-qps", 0, "requests per second to the API server (burst is twice this); 0 picks one from the number of nodes")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.endpoint, "container-runtime-endpoint", "", "with --runtime=cri: CRI socket of a containerd to use (unix:///run/containerd/containerd.sock); empty runs the agent's own containerd under DATA_DIR/containerd")
+	fs.StringVar(&f.containerdBin, "containerd", "containerd", "with --runtime=cri: the containerd binary the agent runs")
+	fs.StringVar(&f.busybox, "busybox", image.DefaultBusybox, "with --runtime=cri: static busybox the sandbox (pause) image is built from")
+	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "with --runtime=cri: where the pod network's CNI config is written; empty means the agent's containerd's, or /etc/cni/net.d with --container-runtime-endpoint")
+	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
 }
 
 func sizeNames() string {
@@ -79,7 +91,13 @@ CIDR. Use it for benchmarks and control-plane tests. A pod annotated
 sim.skiff.dev/exit-after: 2s (and optionally sim.skiff.dev/exit-code: "1")
 has its containers exit after that long.
 
---runtime=cri (containerd) is not built yet.`,
+--runtime=cri (the default) runs pods as containers through containerd's CRI
+plugin: unless --container-runtime-endpoint is given, the agent starts its own
+containerd (config, root, state and socket under DATA_DIR/containerd), imports
+its sandbox image skiff.local/pause:latest, and gives pods IPs from the node's
+spec.podCIDR on the bridge skiff0 (CNI plugins from /usr/lib/cni). It needs
+root and Debian's containerd, runc and containernetworking-plugins.
+'skiff images build' imports the test images into the agent's containerd.`,
 		`  skiff token create --kubeconfig /var/lib/skiff/admin.kubeconfig
   skiff agent --runtime=sim --nodes 100 --server https://127.0.0.1:6443 \
       --token abcdef.0123456789abcdef --ca-file /var/lib/skiff/pki/ca.crt
@@ -93,9 +111,7 @@ has its containers exit after that long.
 		return err
 	}
 	switch f.runtime {
-	case "sim":
-	case "cri":
-		return errors.New("--runtime=cri: the containerd runtime is not built yet; use --runtime=sim")
+	case "sim", "cri":
 	default:
 		return usageError{fmt.Errorf("--runtime %q: use cri or sim", f.runtime)}
 	}
@@ -122,6 +138,9 @@ has its containers exit after that long.
 	if err != nil {
 		return fmt.Errorf("API client: %w", err)
 	}
+	if f.runtime == "cri" {
+		return runCRIAgent(ctx, &f, client, labels, taints, log)
+	}
 	nodes, err := sim.New(sim.Config{Client: client, Nodes: f.nodes, NamePrefix: f.namePrefix,
 		Capacity: capacity, Labels: labels, Taints: taints, InstanceType: f.size, Logger: log})
 	if err != nil {
@@ -129,6 +148,91 @@ has its containers exit after that long.
 	}
 	log.Info("starting simulated nodes", "nodes", f.nodes, "prefix", f.namePrefix, "server", cfg.Host, "qps", cfg.QPS)
 	return nodes.Run(ctx)
+}
+
+// runCRIAgent runs one node whose pods are containers: it starts the
+// agent's containerd (unless --container-runtime-endpoint names one),
+// imports the sandbox image and runs the agent on the CRI runtime.
+func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface, labels map[string]string,
+	taints []corev1.Taint, log *slog.Logger) error {
+	if f.nodes != 1 {
+		return usageError{errors.New("--nodes is for --runtime=sim; a CRI agent runs one node")}
+	}
+	name := f.nodeName
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		name = strings.ToLower(h)
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	var capacity corev1.ResourceList // nil: this machine's
+	if f.size != "" || f.cpu != "" || f.memory != "" || f.storage != "" {
+		if capacity, err = f.capacity(); err != nil {
+			return err
+		}
+	}
+	endpoint, cniConfDir := f.endpoint, f.cniConfDir
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if endpoint == "" {
+		ctrd, err := containerd.New(containerd.Config{Dir: filepath.Join(dataDir, "containerd"), Binary: f.containerdBin,
+			SandboxImage: image.PauseName, CNIConfDir: cniConfDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- ctrd.Run(ctx) }()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		select {
+		case <-ctrd.Ready():
+		case err := <-done:
+			return fmt.Errorf("containerd: %w", err)
+		case <-ctx.Done():
+			return nil
+		}
+		endpoint, cniConfDir = ctrd.Endpoint(), ctrd.CNIConfDir()
+		pause := filepath.Join(dataDir, "images", image.ArchiveFileName(image.PauseName))
+		if err := os.MkdirAll(filepath.Dir(pause), 0o700); err != nil {
+			return err
+		}
+		if err := image.WritePause(ctx, f.busybox, pause); err != nil {
+			return fmt.Errorf("sandbox image: %w", err)
+		}
+		if err := (containerd.Importer{Address: endpoint}).Import(ctx, image.PauseName, pause); err != nil {
+			return fmt.Errorf("sandbox image: %w", err)
+		}
+	} else if cniConfDir == "" {
+		cniConfDir = "/etc/cni/net.d"
+	}
+	if unregister, err := containerd.Register(containerd.DefaultRegistryDir, name, endpoint); err != nil {
+		log.Warn("'skiff images build' will not find this node's containerd", "err", err)
+	} else {
+		defer unregister()
+	}
+	rt, err := cri.New(cri.Config{Endpoint: endpoint, CNIConfDir: cniConfDir, CNIDataDir: filepath.Join(dataDir, "cni"),
+		PodCIDR: f.podCIDR, PodLogDir: filepath.Join(dataDir, "pods"), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	a, err := agent.New(agent.Config{NodeName: name, Client: client, Runtime: rt, Capacity: capacity, DataDir: dataDir,
+		Labels: labels, Taints: taints, InstanceType: f.size, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("starting the node agent", "node", name, "runtime", "cri", "endpoint", endpoint)
+	return a.Run(ctx)
 }
 
 // capacity is a simulated node's resources: --size, then --cpu, --memory

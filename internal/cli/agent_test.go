@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -17,7 +19,8 @@ func TestAgentFlags(t *testing.T) {
 		usage   bool
 		wantErr string
 	}{
-		{"cri is not built", []string{"--runtime=cri", "--kubeconfig", "/nonexistent"}, false, "not built yet"},
+		{"cri with a bad kubeconfig", []string{"--runtime=cri", "--kubeconfig", "/nonexistent"}, false, "read kubeconfig"},
+		{"cri with many nodes", []string{"--runtime=cri", "--nodes", "3", "--kubeconfig", "KUBECONFIG"}, true, "--nodes is for --runtime=sim"},
 		{"unknown runtime", []string{"--runtime=docker"}, true, "use cri or sim"},
 		{"no server", []string{"--runtime=sim"}, true, "give --server and --token"},
 		{"server without CA", []string{"--runtime=sim", "--server", "https://127.0.0.1:6443", "--token", "abcdef.0123456789abcdef"}, true, "--ca-file"},
@@ -30,7 +33,13 @@ func TestAgentFlags(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			err := runAgent(context.Background(), &env{stdout: &out, stderr: &errOut}, tc.args)
+			args := append([]string(nil), tc.args...)
+			for i, a := range args {
+				if a == "KUBECONFIG" {
+					args[i] = writeKubeconfig(t)
+				}
+			}
+			err := runAgent(context.Background(), &env{stdout: &out, stderr: &errOut}, args)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("got %v, want an error with %q", err, tc.wantErr)
 			}
@@ -61,3 +70,20 @@ func TestAgentCapacity(t *testing.T) {
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// writeKubeconfig writes a kubeconfig of a server that is never reached.
+func writeKubeconfig(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	const conf = `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`
+	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

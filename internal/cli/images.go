@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/skiff-sh/skiff/internal/containerd"
 	"github.com/skiff-sh/skiff/internal/image"
 )
 
@@ -19,7 +20,8 @@ func runImages(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "Usage: skiff images build [flags]\n\nRun 'skiff images build --help' for its flags.\n")
 		return usageError{fmt.Errorf("expected a subcommand: build")}
 	}
-	var dataDir, out, busybox, testserver, moduleDir, logLevel string
+	var dataDir, out, busybox, testserver, moduleDir, logLevel, sockets string
+	var noImport bool
 	fs := newFlagSet(e, "images build", `
 Build the images skiff's tests use, skiff.local/busybox:latest and
 skiff.local/testserver:latest, as OCI archives in DATA_DIR/images (or --out).
@@ -27,9 +29,9 @@ busybox comes from Debian's busybox-static; the test server is built with
 'go build' (CGO_ENABLED=0) from skiff's source unless --testserver-bin is
 given. The same inputs give the same digests.
 
-The archives are imported into a node's containerd by the agent's CRI runtime;
-until that runtime exists, import them by hand with
-'ctr -n k8s.io images import <archive>'.`,
+The images are then imported into the containerd of every node this machine
+runs ('skiff agent --runtime=cri' lists its containerd in /run/skiff/containerd),
+or into the containerd sockets given with --containerd-socket.`,
 		`  skiff images build --data-dir /var/lib/skiff
   skiff images build --out /tmp/images --testserver-bin ./testserver`)
 	fs.StringVar(&dataDir, "data-dir", "/var/lib/skiff", "skiff's data directory; archives go to DATA_DIR/images")
@@ -37,6 +39,8 @@ until that runtime exists, import them by hand with
 	fs.StringVar(&busybox, "busybox", image.DefaultBusybox, "static busybox binary (apt-get install busybox-static)")
 	fs.StringVar(&testserver, "testserver-bin", "", "prebuilt static testserver binary; empty builds it from --module-dir")
 	fs.StringVar(&moduleDir, "module-dir", "", "root of skiff's source to build the testserver from (default: found from the working directory)")
+	fs.StringVar(&sockets, "containerd-socket", "", "containerd sockets to import into, comma-separated; empty means every node's this machine runs")
+	fs.BoolVar(&noImport, "no-import", false, "only write the archives")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -57,21 +61,44 @@ until that runtime exists, import them by hand with
 			return err
 		}
 	}
-	results, err := image.BuildTestImages(ctx, image.Options{
+	var importers containerd.Importers
+	if !noImport {
+		targets := map[string]string{}
+		if sockets != "" {
+			for _, s := range strings.Split(sockets, ",") {
+				targets[s] = s
+			}
+		} else {
+			targets = containerd.Registered(containerd.DefaultRegistryDir)
+		}
+		for node, sock := range targets {
+			log.Info("importing into containerd", "node", node, "socket", sock)
+			importers = append(importers, containerd.Importer{Address: sock})
+		}
+	}
+	opts := image.Options{
 		Busybox:    busybox,
 		Testserver: testserver,
 		ModuleDir:  moduleDir,
 		OutDir:     out,
 		Log:        log,
-	})
+	}
+	if len(importers) > 0 {
+		opts.Importer = importers
+	}
+	results, err := image.BuildTestImages(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("building images: %w", err)
 	}
 	for _, r := range results {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\n", r.Name, r.Digest, r.Archive)
 	}
-	fmt.Fprintf(e.stdout, "\nNote: the images are not imported yet; the agent's CRI runtime imports them into each node's containerd.\n"+
-		"Until then: ctr -n k8s.io images import %s\n", filepath.Join(out, "*.oci.tar"))
+	if len(importers) == 0 {
+		fmt.Fprintf(e.stdout, "\nNo node's containerd is running on this machine, so nothing was imported.\n"+
+			"Start 'skiff agent' and run this again, or: ctr -n k8s.io images import %s\n", filepath.Join(out, "*.oci.tar"))
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "\nImported into %d containerd(s).\n", len(importers))
 	return nil
 }
 

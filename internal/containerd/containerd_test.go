@@ -3,6 +3,7 @@ package containerd_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,5 +101,31 @@ func TestRunAndImport(t *testing.T) {
 	}
 	if err := im.Import(ctx, "skiff.local/other:latest", archive); err == nil {
 		t.Error("importing under a name the archive does not hold succeeded")
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "live.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reg := filepath.Join(dir, "reg")
+	unregister, err := containerd.Register(reg, "node-a", "unix://"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := containerd.Register(reg, "node-b", filepath.Join(dir, "dead.sock")); err != nil {
+		t.Fatal(err)
+	}
+	got := containerd.Registered(reg)
+	if len(got) != 1 || got["node-a"] != sock {
+		t.Errorf("registered %v, want only node-a → %s", got, sock)
+	}
+	unregister()
+	if got := containerd.Registered(reg); len(got) != 0 {
+		t.Errorf("after unregister: %v", got)
 	}
 }

@@ -49,3 +49,17 @@ func (im Importer) Import(ctx context.Context, name, archivePath string) error {
 	}
 	return nil
 }
+
+// Importers imports into several containerds, one after another (every
+// node this machine runs).
+type Importers []Importer
+
+// Import implements image.Importer.
+func (ims Importers) Import(ctx context.Context, name, archivePath string) error {
+	for _, im := range ims {
+		if err := im.Import(ctx, name, archivePath); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skiff-sh/skiff/internal/agent"
@@ -189,10 +190,6 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 	ctx := context.Background()
 
 	const nodeName = "cri-node"
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}, Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
-	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	rt, err := cri.New(cri.Config{Endpoint: ctrd.Endpoint(), CNIConfDir: ctrd.CNIConfDir(),
 		CNIDataDir: filepath.Join(dir, "cni"), PodLogDir: filepath.Join(dir, "pods"), HostIPs: []string{"127.0.0.1"}, Logger: controllertest.Logger()})
 	if err != nil {
@@ -228,6 +225,16 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 	}
 	created, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// the node gets its pod CIDR after it registered, as nodeipam gives it
+	select {
+	case <-a.Ready():
+	case <-time.After(60 * time.Second):
+		t.Fatal("node not registered")
+	}
+	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDR, podCIDR)
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, nodeName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var running *corev1.Pod

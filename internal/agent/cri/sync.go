@@ -218,7 +218,7 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 		}
 	}
 	if !p.Spec.HostNetwork && !r.hasCIDR() {
-		return nil, fmt.Errorf("sandbox of pod %s/%s: the node has no pod CIDR yet", p.Namespace, p.Name)
+		return nil, fmt.Errorf("sandbox of pod %s/%s: %w", p.Namespace, p.Name, agent.ErrNoPodCIDR)
 	}
 	cfg := sandboxConfig(p, attempt, r.cfg.PodLogDir)
 	if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
