@@ -36,6 +36,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/garbagecollector"
 	"github.com/skiff-sh/skiff/internal/controller/namespace"
 	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
+	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
 	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
 )
@@ -60,10 +61,11 @@ const (
 	ServiceAccount   = "serviceaccount"
 	Disruption       = "disruption"
 	NodeIPAM         = "nodeipam"
+	NodeLifecycle    = "nodelifecycle"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle}
 
 // Config configures the manager.
 type Config struct {
@@ -90,6 +92,12 @@ type Config struct {
 	// (default 24).
 	ClusterCIDR      string
 	NodeCIDRMaskSize int
+	// NodeMonitorGracePeriod is how long a node may go without renewing
+	// its Lease before it is unreachable (default 40s); NodeEvictionRate
+	// is how many nodes a second get tainted NoExecute (default 0.1,
+	// negative: no limit).
+	NodeMonitorGracePeriod time.Duration
+	NodeEvictionRate       float64
 	// Logger receives the manager's and controllers' logs.
 	Logger *slog.Logger
 }
@@ -269,6 +277,9 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		case NodeIPAM:
 			c, err = nodeipam.New(nodeipam.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name),
 				ClusterCIDR: m.cfg.ClusterCIDR, NodeMaskSize: m.cfg.NodeCIDRMaskSize})
+		case NodeLifecycle:
+			c, err = nodelifecycle.New(nodelifecycle.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name),
+				GracePeriod: m.cfg.NodeMonitorGracePeriod, EvictionRate: m.cfg.NodeEvictionRate, Workers: m.cfg.Workers})
 		}
 		if err != nil {
 			return fmt.Errorf("controller manager: %s: %w", name, err)
