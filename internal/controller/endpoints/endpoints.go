@@ -197,7 +197,8 @@ func Desired(svc *corev1.Service, pods []*corev1.Pod) *corev1.Endpoints {
 			}
 			ports = append(ports, corev1.EndpointPort{Name: sp.Name, Port: n, Protocol: sp.Protocol, AppProtocol: sp.AppProtocol})
 		}
-		if len(ports) == 0 && len(svc.Spec.Ports) > 0 {
+		// Without ports only a headless Service lists addresses.
+		if len(ports) == 0 && (len(svc.Spec.Ports) > 0 || svc.Spec.ClusterIP != corev1.ClusterIPNone) {
 			continue
 		}
 		slices.SortFunc(ports, func(a, b corev1.EndpointPort) int {

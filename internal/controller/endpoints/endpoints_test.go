@@ -88,6 +88,7 @@ func TestDesired(t *testing.T) {
 			[]corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{hostAddr}, Ports: httpPort}}},
 		{"headless without ports", svc(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.Ports = corev1.ClusterIPNone, nil }), []*corev1.Pod{a},
 			[]corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{addr(a)}}}},
+		{"no ports, not headless", svc(func(s *corev1.Service) { s.Spec.Ports = nil }), []*corev1.Pod{a}, nil},
 		{"ipv6 service takes the pods' v6 address", svc(func(s *corev1.Service) { s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol} }),
 			[]*corev1.Pod{pod("v", "10.0.0.9", true, func(p *corev1.Pod) { p.Status.PodIPs = []corev1.PodIP{{IP: "10.0.0.9"}, {IP: "fd00::9"}} })},
 			[]corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{func() corev1.EndpointAddress {

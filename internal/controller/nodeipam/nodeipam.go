@@ -30,9 +30,6 @@ import (
 const (
 	DefaultClusterCIDR  = "10.42.0.0/16"
 	DefaultNodeMaskSize = 24
-	// exhaustedRetry is how often a node waiting for a CIDR is retried
-	// (besides whenever a node goes).
-	exhaustedRetry = time.Minute
 )
 
 // Config configures the controller.
@@ -167,7 +164,8 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (time.Duration, 
 	if errors.Is(err, ErrExhausted) {
 		c.cfg.Recorder.Eventf(n, corev1.EventTypeWarning, "CIDRNotAvailable",
 			"Node %s status is now: CIDRNotAvailable (cluster CIDR %s has no /%d left)", n.Name, c.cfg.ClusterCIDR, c.cfg.NodeMaskSize)
-		return exhaustedRetry, nil
+		// Retried when a node goes and frees one (onDelete).
+		return 0, nil
 	}
 	if err != nil {
 		return 0, err
