@@ -15,8 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skiff-sh/skiff/internal/agent"
@@ -177,7 +179,12 @@ func unmountUnder(t *testing.T, dir string) {
 	}
 }
 
-func TestBusyboxPodRunsAsContainer(t *testing.T) {
+const nodeName = "cri-node"
+
+// TestCRI runs a real node: containerd in the test's network namespace,
+// the API server, and the agent on the CRI runtime; the subtests run pods
+// on it.
+func TestCRI(t *testing.T) {
 	needCRI(t)
 	dir, err := os.MkdirTemp("", "skiff-cri-")
 	if err != nil {
@@ -189,7 +196,6 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 	_, cs := controllertest.ControlPlane(t)
 	ctx := context.Background()
 
-	const nodeName = "cri-node"
 	rt, err := cri.New(cri.Config{Endpoint: ctrd.Endpoint(), CNIConfDir: ctrd.CNIConfDir(),
 		CNIDataDir: filepath.Join(dir, "cni"), PodLogDir: filepath.Join(dir, "pods"), HostIPs: []string{"127.0.0.1"}, Logger: controllertest.Logger()})
 	if err != nil {
@@ -214,7 +220,25 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 			t.Errorf("agent: %v", err)
 		}
 	})
+	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, ready: a.Ready()}
+	t.Run("BusyboxPodRunsAsContainer", h.busyboxPodRuns)
+	t.Run("InitThenExitCodes", h.initThenExitCodes)
+	t.Run("OOMKilled", h.oomKilled)
+	t.Run("RestartWithBackoff", h.restartWithBackoff)
+}
 
+// harness is the node the subtests run pods on.
+type harness struct {
+	cs    kubernetes.Interface
+	cri   runtimeapi.RuntimeServiceClient
+	dir   string
+	ready <-chan struct{}
+}
+
+// busyboxPodRuns runs sh in busybox, checks it really runs in a container
+// with an IP of the node's pod CIDR, and deletes it.
+func (h *harness) busyboxPodRuns(t *testing.T) {
+	ctx, cs, client, dir := context.Background(), h.cs, h.cri, h.dir
 	grace := int64(1)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "hello", Namespace: "default"},
@@ -229,7 +253,7 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 	}
 	// the node gets its pod CIDR after it registered, as nodeipam gives it
 	select {
-	case <-a.Ready():
+	case <-h.ready:
 	case <-time.After(60 * time.Second):
 		t.Fatal("node not registered")
 	}
@@ -258,7 +282,6 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 
 	// the container really runs: ask it for its PID 1's command line (sh
 	// execs the last command of -c)
-	client := criClient(t, ctrd.Endpoint())
 	out, err := client.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "/proc/1/cmdline"}, Timeout: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -291,4 +314,88 @@ func TestBusyboxPodRunsAsContainer(t *testing.T) {
 		}
 		return len(sbs.Items) == 0 && len(ctrs.Containers) == 0, fmt.Sprintf("%d sandboxes, %d containers", len(sbs.Items), len(ctrs.Containers))
 	})
+}
+
+// runPod creates a pod on the node and waits until cond holds for it.
+func (h *harness) runPod(t *testing.T, pod *corev1.Pod, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod.Namespace, pod.Spec.NodeName = "default", nodeName
+	if _, err := h.cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		zero := int64(0)
+		_ = h.cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	var got *corev1.Pod
+	controllertest.Eventually(t, what, func() (bool, string) {
+		p, err := h.cs.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		got = p
+		return cond(p), fmt.Sprintf("phase %s init %+v containers %+v", p.Status.Phase, p.Status.InitContainerStatuses, p.Status.ContainerStatuses)
+	})
+	return got
+}
+
+func busybox(name string, script string) corev1.Container {
+	return corev1.Container{Name: name, Image: image.BusyboxName, ImagePullPolicy: corev1.PullIfNotPresent,
+		Command: []string{"sh", "-c", script}}
+}
+
+// initThenExitCodes runs an init container before the app containers and
+// reports their exits: a pod whose container fails with restartPolicy
+// Never fails.
+func (h *harness) initThenExitCodes(t *testing.T) {
+	mem := busybox("ok", "test \"$MEM_MI\" = 32 && test \"$NODE\" = "+nodeName)
+	mem.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")}
+	mem.Env = []corev1.EnvVar{
+		{Name: "MEM_MI", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1Mi")}}},
+		{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "exits"}, Spec: corev1.PodSpec{
+		RestartPolicy:  corev1.RestartPolicyNever,
+		InitContainers: []corev1.Container{busybox("init", "test ! -e /tmp/x")},
+		Containers:     []corev1.Container{mem, busybox("fails", "exit 3")},
+	}}
+	p := h.runPod(t, pod, "pod failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	want := map[string]struct {
+		code   int32
+		reason string
+	}{"init": {0, "Completed"}, "ok": {0, "Completed"}, "fails": {3, "Error"}}
+	for _, st := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		term := st.State.Terminated
+		w := want[st.Name]
+		if term == nil || term.ExitCode != w.code || term.Reason != w.reason || term.ContainerID != st.ContainerID {
+			t.Errorf("container %s: state %+v, want exit code %d (%s)", st.Name, st.State, w.code, w.reason)
+		}
+	}
+}
+
+// oomKilled runs a container that outgrows its memory limit.
+func (h *harness) oomKilled(t *testing.T) {
+	c := busybox("hog", "x=$(head -c 64m /dev/zero | tr '\\0' a); echo survived ${#x}")
+	c.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("16Mi")}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "oom"}, Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{c}}}
+	p := h.runPod(t, pod, "pod done", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded
+	})
+	if term := p.Status.ContainerStatuses[0].State.Terminated; term == nil || term.Reason != "OOMKilled" {
+		t.Errorf("state %+v, want terminated with reason OOMKilled", p.Status.ContainerStatuses[0].State)
+	}
+}
+
+// restartWithBackoff restarts a failing container under restartPolicy
+// Always and reports the previous attempt as lastState.
+func (h *harness) restartWithBackoff(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "crash"}, Spec: corev1.PodSpec{Containers: []corev1.Container{busybox("crash", "exit 1")}}}
+	p := h.runPod(t, pod, "container restarted", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	st := p.Status.ContainerStatuses[0]
+	if last := st.LastTerminationState.Terminated; last == nil || last.ExitCode != 1 || last.Reason != "Error" {
+		t.Errorf("lastState %+v, want terminated with exit code 1", st.LastTerminationState)
+	}
 }
