@@ -365,6 +365,15 @@ func (h *harness) initThenExitCodes(t *testing.T) {
 		code   int32
 		reason string
 	}{"init": {0, "Completed"}, "ok": {0, "Completed"}, "fails": {3, "Error"}}
+	// the finished pod gave back its sandbox (and IP)
+	controllertest.Eventually(t, "sandbox stopped", func() (bool, string) {
+		sbs, err := h.cri.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{
+			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelPodUID: string(p.UID)}}})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(sbs.Items) == 1 && sbs.Items[0].State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY, fmt.Sprint(sbs.Items)
+	})
 	for _, st := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 		term := st.State.Terminated
 		w := want[st.Name]

@@ -32,7 +32,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 	if err != nil {
 		return nil, err
 	}
-	st := &agent.PodStatus{SandboxReady: true}
+	st := &agent.PodStatus{SandboxReady: sb.ready}
 	ss, err := r.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sb.id})
 	if err != nil {
 		return nil, fmt.Errorf("status of sandbox %s: %w", sb.id, err)
@@ -50,7 +50,13 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		return nil, err
 	}
 	byName := attempts(cs)
+	if !sb.ready {
+		// a finished pod whose sandbox is stopped: nothing runs again
+		st.Containers = containerStatuses(p, cs)
+		return st, nil
+	}
 	now := time.Now()
+	changed := false
 	waiting := map[string]*corev1.ContainerStateWaiting{}
 	var next time.Duration
 	wake := func(d time.Duration) {
@@ -74,6 +80,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			return true
 		case cur.State == runtimeapi.ContainerState_CONTAINER_CREATED:
 			// created but never started (the agent stopped in between)
+			changed = true
 			if _, err := r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cur.Id}); err != nil {
 				errs = append(errs, fmt.Errorf("start container %s of pod %s/%s: %w", c.Name, p.Namespace, p.Name, err))
 				return false
@@ -96,6 +103,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		if cur != nil {
 			attempt = cur.Metadata.Attempt + 1
 		}
+		changed = true
 		err := r.startContainer(ctx, p, sb, c, attempt, st.IPs)
 		var we *waitingError
 		switch {
@@ -134,10 +142,22 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		}
 	}
 	// read back what the runtime has now
-	if cs, err = r.containers(ctx, sb.id); err != nil {
-		return nil, err
+	if changed {
+		if cs, err = r.containers(ctx, sb.id); err != nil {
+			return nil, err
+		}
+		byName = attempts(cs)
 	}
 	st.Containers = containerStatuses(p, cs)
+	if podDone(p, byName) {
+		// as the kubelet: a pod that has finished gives back its sandbox
+		// and IP; its containers and logs stay until it is deleted
+		if _, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.id}); err != nil {
+			return st, fmt.Errorf("stop sandbox of finished pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		st.SandboxReady = false
+		return st, nil
+	}
 	for i := range st.Containers {
 		c := &st.Containers[i]
 		if w := waiting[c.Name]; w != nil {
@@ -195,6 +215,32 @@ func attempts(cs []*runtimeapi.ContainerStatus) map[string][]*runtimeapi.Contain
 type sandbox struct {
 	id     string
 	config *runtimeapi.PodSandboxConfig
+	// ready is false for the stopped sandbox of a pod that has finished.
+	ready bool
+}
+
+// podDone says whether the pod has finished for good: an init container
+// failed under restartPolicy Never, or every app container has exited and
+// none restarts.
+func podDone(p *corev1.Pod, byName map[string][]*runtimeapi.ContainerStatus) bool {
+	exited := func(name string) *runtimeapi.ContainerStatus {
+		if l := byName[name]; len(l) > 0 && l[0].State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			return l[0]
+		}
+		return nil
+	}
+	for i := range p.Spec.InitContainers {
+		if c := exited(p.Spec.InitContainers[i].Name); c != nil && c.ExitCode != 0 && p.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return true
+		}
+	}
+	for i := range p.Spec.Containers {
+		c := exited(p.Spec.Containers[i].Name)
+		if c == nil || agent.ShouldRestart(p.Spec.RestartPolicy, c.ExitCode) {
+			return false
+		}
+	}
+	return len(p.Spec.Containers) > 0
 }
 
 // ensureSandbox returns the pod's ready sandbox, creating it (and removing
@@ -206,8 +252,19 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 	}
 	var attempt uint32
 	for i, sb := range sbs {
-		if i == 0 && sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
-			return &sandbox{id: sb.Id, config: sandboxConfig(p, sb.Metadata.Attempt, r.cfg.PodLogDir)}, nil
+		if i == 0 {
+			cur := &sandbox{id: sb.Id, config: sandboxConfig(p, sb.Metadata.Attempt, r.cfg.PodLogDir),
+				ready: sb.State == runtimeapi.PodSandboxState_SANDBOX_READY}
+			if cur.ready {
+				return cur, nil
+			}
+			cs, err := r.containers(ctx, sb.Id)
+			if err != nil {
+				return nil, err
+			}
+			if podDone(p, attempts(cs)) {
+				return cur, nil
+			}
 		}
 		attempt = max(attempt, sb.Metadata.Attempt+1)
 	}
