@@ -225,6 +225,7 @@ func TestCRI(t *testing.T) {
 	t.Run("InitThenExitCodes", h.initThenExitCodes)
 	t.Run("OOMKilled", h.oomKilled)
 	t.Run("RestartWithBackoff", h.restartWithBackoff)
+	t.Run("WaitingReasons", h.waitingReasons)
 }
 
 // harness is the node the subtests run pods on.
@@ -406,5 +407,30 @@ func (h *harness) restartWithBackoff(t *testing.T) {
 	st := p.Status.ContainerStatuses[0]
 	if last := st.LastTerminationState.Terminated; last == nil || last.ExitCode != 1 || last.Reason != "Error" {
 		t.Errorf("lastState %+v, want terminated with exit code 1", st.LastTerminationState)
+	}
+}
+
+// waitingReasons reports why containers cannot run: an image that is not
+// there with pull policy Never, a command that does not exist.
+func (h *harness) waitingReasons(t *testing.T) {
+	missing := corev1.Container{Name: "missing", Image: "skiff.local/none:latest", ImagePullPolicy: corev1.PullNever}
+	nocmd := busybox("nocmd", "")
+	nocmd.Command = []string{"/nonexistent"}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "waiting"}, Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+		Containers: []corev1.Container{missing, nocmd}}}
+	p := h.runPod(t, pod, "reasons reported", func(p *corev1.Pod) bool {
+		var ok int
+		for _, st := range p.Status.ContainerStatuses {
+			if st.Name == "missing" && st.State.Waiting != nil && st.State.Waiting.Reason == "ErrImageNeverPull" {
+				ok++
+			}
+			if term := st.State.Terminated; st.Name == "nocmd" && term != nil && term.ExitCode == 128 && term.Reason == "StartError" {
+				ok++
+			}
+		}
+		return ok == 2
+	})
+	if p.Status.Phase != corev1.PodPending && p.Status.Phase != corev1.PodFailed {
+		t.Errorf("phase %s", p.Status.Phase)
 	}
 }
