@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/skiff-sh/skiff/internal/controller/daemonset"
 	"github.com/skiff-sh/skiff/internal/controller/deployment"
 	"github.com/skiff-sh/skiff/internal/controller/disruption"
 	"github.com/skiff-sh/skiff/internal/controller/endpoints"
@@ -39,6 +40,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
 	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
+	"github.com/skiff-sh/skiff/internal/controller/statefulset"
 )
 
 // Defaults, as upstream's kube-controller-manager.
@@ -62,10 +64,12 @@ const (
 	Disruption       = "disruption"
 	NodeIPAM         = "nodeipam"
 	NodeLifecycle    = "nodelifecycle"
+	DaemonSet        = "daemonset"
+	StatefulSet      = "statefulset"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet}
 
 // Config configures the manager.
 type Config struct {
@@ -195,31 +199,47 @@ func (m *Manager) Run(ctx context.Context) error {
 		Client:     m.client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: m.cfg.Identity},
 	}
-	var runErr atomic.Pointer[error]
 	for ctx.Err() == nil {
+		// The elector runs in the background and hands each term's context
+		// over; the controllers run here, so that they have all stopped
+		// before Run campaigns again or returns (fencing).
+		terms := make(chan context.Context, 1)
+		ectx, cancel := context.WithCancel(ctx)
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock: lock, Name: m.cfg.LeaseName, ReleaseOnCancel: true,
 			LeaseDuration: m.cfg.LeaseDuration, RenewDeadline: m.cfg.RenewDeadline, RetryPeriod: m.cfg.RetryPeriod,
 			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(lctx context.Context) {
-					m.log.Info("acquired controller-manager lease", "lease", m.cfg.LeaseNamespace+"/"+m.cfg.LeaseName, "identity", m.cfg.Identity)
-					if err := m.runControllers(lctx); err != nil && lctx.Err() == nil {
-						runErr.Store(&err)
-					}
-				},
+				OnStartedLeading: func(lctx context.Context) { terms <- lctx },
 				OnStoppedLeading: func() {
-					m.log.Info("controller-manager lease lost or released; controllers stopped", "identity", m.cfg.Identity)
+					m.log.Info("controller-manager lease lost or released", "identity", m.cfg.Identity)
 				},
 			},
 		})
 		if err != nil {
+			cancel()
 			return fmt.Errorf("controller manager: leader election: %w", err)
 		}
-		// Run returns when leadership is lost (its callback's context is
-		// cancelled first) or ctx ends.
-		le.Run(ctx)
-		if p := runErr.Load(); p != nil {
-			return *p
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// Run returns when leadership is lost (the term's context is
+			// cancelled first) or ectx ends.
+			le.Run(ectx)
+		}()
+		var runErr error
+		select {
+		case lctx := <-terms:
+			m.log.Info("acquired controller-manager lease", "lease", m.cfg.LeaseNamespace+"/"+m.cfg.LeaseName, "identity", m.cfg.Identity)
+			if err := m.runControllers(lctx); err != nil && lctx.Err() == nil {
+				runErr = err
+			}
+		case <-done:
+		}
+		// Controllers that failed while leading give the Lease up.
+		cancel()
+		<-done
+		if runErr != nil {
+			return runErr
 		}
 	}
 	return nil
@@ -256,6 +276,10 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		switch name {
 		case ReplicaSet:
 			c, err = replicaset.New(replicaset.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
+		case DaemonSet:
+			c, err = daemonset.New(daemonset.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
+		case StatefulSet:
+			c, err = statefulset.New(statefulset.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
 		case Deployment:
 			c, err = deployment.New(deployment.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
 		case GarbageCollector:
