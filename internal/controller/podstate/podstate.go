@@ -58,3 +58,23 @@ func MaxRestarts(p *corev1.Pod) int32 {
 	}
 	return n
 }
+
+// NextAvailable is how long from now until the first of pods that is
+// ready but not yet available under minReadySeconds becomes available (a
+// little after, so that a sync then sees it); 0 when none waits.
+func NextAvailable(pods []*corev1.Pod, minReadySeconds int32, now time.Time) time.Duration {
+	if minReadySeconds == 0 {
+		return 0
+	}
+	var next time.Duration
+	for _, p := range pods {
+		at, ok := AvailableAt(p, minReadySeconds)
+		if !ok || !at.After(now) {
+			continue
+		}
+		if d := at.Sub(now) + 10*time.Millisecond; next == 0 || d < next {
+			next = d
+		}
+	}
+	return next
+}
