@@ -132,3 +132,36 @@ func CreatePod(ctx context.Context, t *testing.T, cs kubernetes.Interface, name,
 		t.Fatal(err)
 	}
 }
+
+// Nodes plays the scheduler and the kubelets for the pods in namespace
+// until ctx ends: it binds each pending pod to the node place names (none
+// when ""), runs bound pods (Running and Ready) and finishes graceful
+// deletions at once.
+func Nodes(ctx context.Context, cs kubernetes.Interface, namespace string, place func(*corev1.Pod) string) {
+	pods := cs.CoreV1().Pods(namespace)
+	for ctx.Err() == nil {
+		list, err := pods.List(ctx, metav1.ListOptions{})
+		if err == nil {
+			for i := range list.Items {
+				p := &list.Items[i]
+				switch {
+				case p.DeletionTimestamp != nil:
+					_ = pods.Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64), Preconditions: &metav1.Preconditions{UID: &p.UID}})
+				case p.Spec.NodeName == "":
+					if node := place(p); node != "" {
+						_ = pods.Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: p.Name, UID: p.UID},
+							Target: corev1.ObjectReference{Kind: "Node", Name: node}}, metav1.CreateOptions{})
+					}
+				case p.Status.Phase != corev1.PodRunning:
+					p.Status.Phase = corev1.PodRunning
+					p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
+					_, _ = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -6,49 +6,15 @@ import (
 	"slices"
 	"sort"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/controller/daemonset"
 )
-
-// cluster plays the scheduler and the kubelets: it binds each pending pod
-// to the node its required node affinity names, runs bound pods (Running,
-// Ready) and finishes graceful deletions at once.
-func cluster(ctx context.Context, cs kubernetes.Interface) {
-	pods := cs.CoreV1().Pods("default")
-	for ctx.Err() == nil {
-		list, err := pods.List(ctx, metav1.ListOptions{})
-		if err == nil {
-			for i := range list.Items {
-				p := &list.Items[i]
-				switch {
-				case p.DeletionTimestamp != nil:
-					_ = pods.Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64), Preconditions: &metav1.Preconditions{UID: &p.UID}})
-				case p.Spec.NodeName == "":
-					if node := pinnedTo(p); node != "" {
-						_ = pods.Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: p.Name, UID: p.UID},
-							Target: corev1.ObjectReference{Kind: "Node", Name: node}}, metav1.CreateOptions{})
-					}
-				case p.Status.Phase != corev1.PodRunning:
-					p.Status.Phase = corev1.PodRunning
-					p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
-					_, _ = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
 
 // pinnedTo is the node a pod's required matchFields term names.
 func pinnedTo(p *corev1.Pod) string {
@@ -92,7 +58,7 @@ func TestDaemonSetOnNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	controllertest.Run(t, factory, c)
-	go cluster(ctx, cs)
+	go controllertest.Nodes(ctx, cs, "default", pinnedTo)
 
 	ds := &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "agent"},

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,35 +18,6 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/controller/statefulset"
 )
-
-// cluster plays the scheduler and the kubelet of node n1: it binds pending
-// pods, runs bound pods (Running, Ready) and finishes graceful deletions.
-func cluster(ctx context.Context, cs kubernetes.Interface) {
-	pods := cs.CoreV1().Pods("default")
-	for ctx.Err() == nil {
-		list, err := pods.List(ctx, metav1.ListOptions{})
-		if err == nil {
-			for i := range list.Items {
-				p := &list.Items[i]
-				switch {
-				case p.DeletionTimestamp != nil:
-					_ = pods.Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64), Preconditions: &metav1.Preconditions{UID: &p.UID}})
-				case p.Spec.NodeName == "":
-					_ = pods.Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: p.Name, UID: p.UID},
-						Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}, metav1.CreateOptions{})
-				case p.Status.Phase != corev1.PodRunning:
-					p.Status.Phase = corev1.PodRunning
-					p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
-					_, _ = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{})
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
 
 // journal records, in the API server's order, what happened to the pods:
 // "+web-0" created, "ready web-0", "stop web-0" deletion started,
@@ -130,7 +100,7 @@ func TestStatefulSetOrdered(t *testing.T) {
 	controllertest.Run(t, factory, c)
 	var j journal
 	j.follow(ctx, t, cs)
-	go cluster(ctx, cs)
+	go controllertest.Nodes(ctx, cs, "default", func(*corev1.Pod) string { return "n1" })
 
 	three := int32(3)
 	set := &appsv1.StatefulSet{
