@@ -22,12 +22,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 
 	"github.com/skiff-sh/skiff/internal/controller/expectations"
@@ -75,8 +77,16 @@ type Controller struct {
 	nodeLister corelisters.NodeLister
 	podIndexer cache.Indexer
 	revs       *history.Store
-	synced     []cache.InformerSynced
+	// failed backs off replacing failed pods, per DaemonSet and node.
+	failed *flowcontrol.Backoff
+	synced []cache.InformerSynced
 }
+
+// Back-off of replacing failed daemon pods, as upstream.
+const (
+	failedBackoffInitial = time.Second
+	failedBackoffMax     = 15 * time.Minute
+)
 
 // New builds the controller and registers its informer handlers; call it
 // before the factory starts.
@@ -103,7 +113,8 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{cfg: cfg, client: cfg.Client, log: cfg.Logger, clock: cfg.Clock, rec: cfg.Recorder,
 		creates: expectations.New(cfg.Clock, 0), deletes: expectations.New(cfg.Clock, 0),
 		dsLister: dsInf.Lister(), nodeLister: nodeInf.Lister(), podIndexer: podInf.Informer().GetIndexer(),
-		revs: &history.Store{Client: cfg.Client, Indexer: revInf.Informer().GetIndexer(), Kind: Kind},
+		revs:   &history.Store{Client: cfg.Client, Indexer: revInf.Informer().GetIndexer(), Kind: Kind},
+		failed: flowcontrol.NewFakeBackOff(failedBackoffInitial, failedBackoffMax, cfg.Clock),
 		synced: []cache.InformerSynced{dsInf.Informer().HasSynced, podInf.Informer().HasSynced,
 			nodeInf.Informer().HasSynced, revInf.Informer().HasSynced}}
 	c.loop = loop.New("daemonset", c, cfg.Logger)
@@ -137,6 +148,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return fmt.Errorf("daemonset controller: caches did not sync: %w", context.Cause(ctx))
 	}
+	go wait.Until(c.failed.GC, time.Minute, ctx.Done())
 	c.loop.Run(ctx, c.cfg.Workers)
 	return nil
 }
@@ -291,13 +303,27 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (time.Duration, 
 	if err != nil {
 		return 0, errors.Join(claimErr, err)
 	}
-	w := &world{ds: ds, nodes: nodes, byNode: map[string][]*corev1.Pod{}, hash: cur.Labels[history.HashLabel], now: c.clock.Now()}
+	now := c.clock.Now()
+	w := &world{ds: ds, nodes: nodes, byNode: map[string][]*corev1.Pod{}, hash: cur.Labels[history.HashLabel], now: now,
+		backoff: func(node string) time.Duration {
+			if c.failed.IsInBackOffSinceUpdate(key+"/"+node, now) {
+				return c.failed.Get(key + "/" + node)
+			}
+			return 0
+		}}
 	for _, p := range pods {
 		w.byNode[targetNode(p)] = append(w.byNode[targetNode(p)], p)
 	}
 	var syncErr error
+	var retry time.Duration
 	if needsSync {
-		syncErr = c.sync(ctx, key, ds, decide(w), w.hash)
+		p := decide(w)
+		for _, node := range p.failedOn {
+			c.failed.Next(key+"/"+node, now)
+			c.rec.Eventf(ds, corev1.EventTypeWarning, "FailedDaemonPod", "Found failed daemon pod on node %s, will try to kill it", node)
+		}
+		retry = p.retryAfter
+		syncErr = c.sync(ctx, key, ds, p, w.hash)
 		syncErr = errors.Join(syncErr, c.cleanupHistory(ctx, ds, pods, revs, cur))
 	}
 	if err := c.updateStatus(ctx, ds, status(w)); err != nil {
@@ -306,7 +332,11 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (time.Duration, 
 	if err := errors.Join(claimErr, syncErr); err != nil {
 		return 0, err
 	}
-	return nextAvailable(w), nil
+	next := nextAvailable(w)
+	if retry > 0 && (next == 0 || retry < next) {
+		next = retry
+	}
+	return next, nil
 }
 
 func (c *Controller) claimer(ds *appsv1.DaemonSet, sel labels.Selector) *ownership.Claimer {

@@ -156,18 +156,26 @@ func TestDecide(t *testing.T) {
 		ds         *appsv1.DaemonSet
 		nodes      []*corev1.Node
 		pods       []*corev1.Pod
+		backoff    map[string]time.Duration
 		wantCreate []string
 		wantDelete []string
+		// wantFailedOn are the nodes whose back-off grows; wantRetry when
+		// a back-off ends.
+		wantFailedOn []string
+		wantRetry    time.Duration
 	}{
 		{name: "fresh: one pod per node", ds: daemonSet(), nodes: three, wantCreate: []string{"a", "b", "c"}},
 		{name: "tainted node skipped", ds: daemonSet(),
 			nodes: []*corev1.Node{node("a"), node("b", taint("gpu", corev1.TaintEffectNoSchedule)), node("c")}, wantCreate: []string{"a", "c"}},
 		{name: "steady state", ds: daemonSet(), nodes: three,
 			pods: []*corev1.Pod{pod("pa", "a", true, "ready", 3), pod("pb", "b", true, "ready", 2), pod("pc", "c", true, "ready", 1)}},
-		{name: "failed pod replaced, duplicate removed (oldest stays)", ds: daemonSet(), nodes: three,
+		{name: "failed pod deleted (replaced once gone), duplicate removed (oldest stays)", ds: daemonSet(), nodes: three,
 			pods: []*corev1.Pod{pod("pa", "a", true, "failed", 3), pod("pb", "b", true, "ready", 2), pod("pb2", "b", true, "ready", 1),
 				pod("pc", "c", true, "ready", 1)},
-			wantCreate: []string{"a"}, wantDelete: []string{"pa", "pb2"}},
+			wantDelete: []string{"pa", "pb2"}, wantFailedOn: []string{"a"}},
+		{name: "failed pod left alone during back-off", ds: daemonSet(), nodes: three, backoff: map[string]time.Duration{"a": 4 * time.Second},
+			pods:      []*corev1.Pod{pod("pa", "a", true, "failed", 3), pod("pb", "b", true, "ready", 2), pod("pc", "c", true, "ready", 1)},
+			wantRetry: 4 * time.Second},
 		{name: "misscheduled: label gone", ds: daemonSet(func(ds *appsv1.DaemonSet) { ds.Spec.Template.Spec.NodeSelector = map[string]string{"x": "y"} }),
 			nodes: []*corev1.Node{node("a", label("x", "y")), node("b")},
 			pods:  []*corev1.Pod{pod("pa", "a", true, "ready", 3), pod("pb", "b", true, "ready", 2)}, wantDelete: []string{"pb"}},
@@ -201,7 +209,8 @@ func TestDecide(t *testing.T) {
 			pods: []*corev1.Pod{pod("pa", "a", false, "ready", 3), pod("pb", "b", false, "ready", 2)}, wantCreate: []string{"c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := &world{ds: tc.ds, nodes: tc.nodes, byNode: map[string][]*corev1.Pod{}, hash: "new", now: t0}
+			w := &world{ds: tc.ds, nodes: tc.nodes, byNode: map[string][]*corev1.Pod{}, hash: "new", now: t0,
+				backoff: func(node string) time.Duration { return tc.backoff[node] }}
 			for _, p := range tc.pods {
 				w.byNode[targetNode(p)] = append(w.byNode[targetNode(p)], p)
 			}
@@ -211,6 +220,9 @@ func TestDecide(t *testing.T) {
 			}
 			if got := names(p.del); !slices.Equal(got, tc.wantDelete) {
 				t.Errorf("delete %v, want %v", got, tc.wantDelete)
+			}
+			if !slices.Equal(p.failedOn, tc.wantFailedOn) || p.retryAfter != tc.wantRetry {
+				t.Errorf("failed on %v, retry after %v; want %v, %v", p.failedOn, p.retryAfter, tc.wantFailedOn, tc.wantRetry)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package daemonset
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -18,6 +19,17 @@ import (
 type plan struct {
 	createOn []string
 	del      []*corev1.Pod
+	// failedOn are the nodes whose failed pods are deleted now; their
+	// back-off grows.
+	failedOn []string
+	// retryAfter, when > 0, is when a failed pod's back-off ends.
+	retryAfter time.Duration
+}
+
+func (p *plan) retry(d time.Duration) {
+	if p.retryAfter == 0 || d < p.retryAfter {
+		p.retryAfter = d
+	}
 }
 
 func (p *plan) delete(pod *corev1.Pod) {
@@ -38,6 +50,9 @@ type world struct {
 	byNode map[string][]*corev1.Pod
 	hash   string
 	now    time.Time
+	// backoff is how long failed pods on node must still be left alone
+	// (0: replace them now); nil means no back-off.
+	backoff func(node string) time.Duration
 }
 
 // updated reports whether pod was made from the DaemonSet's current
@@ -97,15 +112,31 @@ func decide(w *world) plan {
 		switch {
 		case run:
 			var live []*corev1.Pod
+			anyFailed := false
 			for _, pod := range pods {
-				if failed(pod) {
-					p.delete(pod)
+				if !failed(pod) {
+					live = append(live, pod)
 					continue
 				}
-				live = append(live, pod)
+				// A kubelet rejecting the pod would make this a hot loop:
+				// failed pods are replaced with back-off, the new pod
+				// created once the failed one is gone.
+				anyFailed = true
+				if w.backoff != nil {
+					if d := w.backoff(n.Name); d > 0 {
+						p.retry(d)
+						continue
+					}
+				}
+				p.delete(pod)
+				if !slices.Contains(p.failedOn, n.Name) {
+					p.failedOn = append(p.failedOn, n.Name)
+				}
 			}
 			if len(live) == 0 {
-				p.createOn = append(p.createOn, n.Name)
+				if !anyFailed {
+					p.createOn = append(p.createOn, n.Name)
+				}
 				continue
 			}
 			for _, extra := range w.duplicates(live) {
