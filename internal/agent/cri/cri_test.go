@@ -1,16 +1,23 @@
 package cri_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
@@ -220,12 +227,13 @@ func TestCRI(t *testing.T) {
 			t.Errorf("agent: %v", err)
 		}
 	})
-	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, ready: a.Ready()}
+	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, ready: a.Ready(), netns: ns}
 	t.Run("BusyboxPodRunsAsContainer", h.busyboxPodRuns)
 	t.Run("InitThenExitCodes", h.initThenExitCodes)
 	t.Run("OOMKilled", h.oomKilled)
 	t.Run("RestartWithBackoff", h.restartWithBackoff)
 	t.Run("WaitingReasons", h.waitingReasons)
+	t.Run("PodIPAndHostPort", h.podIPAndHostPort)
 }
 
 // harness is the node the subtests run pods on.
@@ -234,6 +242,7 @@ type harness struct {
 	cri   runtimeapi.RuntimeServiceClient
 	dir   string
 	ready <-chan struct{}
+	netns string
 }
 
 // busyboxPodRuns runs sh in busybox, checks it really runs in a container
@@ -433,4 +442,76 @@ func (h *harness) waitingReasons(t *testing.T) {
 	if p.Status.Phase != corev1.PodPending && p.Status.Phase != corev1.PodFailed {
 		t.Errorf("phase %s", p.Status.Phase)
 	}
+}
+
+// podIPAndHostPort serves HTTP from a pod and fetches it from the node (the
+// test's network namespace) through the pod's IP and through its hostPort
+// on the bridge's address.
+func (h *harness) podIPAndHostPort(t *testing.T) {
+	c := busybox("web", "mkdir -p /www && echo hi from $(POD) > /www/index.html && exec httpd -f -p 8080 -h /www")
+	c.Env = []corev1.EnvVar{{Name: "POD", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}
+	c.Ports = []corev1.ContainerPort{{ContainerPort: 8080, HostPort: 18080}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
+	p := h.runPod(t, pod, "pod running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" })
+	gateway := netip.MustParsePrefix(podCIDR).Addr().Next().String()
+	for _, url := range []string{"http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/", "http://" + net.JoinHostPort(gateway, "18080") + "/"} {
+		controllertest.Eventually(t, "GET "+url, func() (bool, string) {
+			body, err := getInNetns(h.netns, url)
+			return err == nil && strings.TrimSpace(body) == "hi from web", fmt.Sprintf("%v: %q", err, body)
+		})
+	}
+}
+
+// getInNetns fetches url from inside the network namespace at nsPath: the
+// connection is made on an OS thread moved into the namespace, which exits
+// with its goroutine.
+func getInNetns(nsPath, url string) (string, error) {
+	type result struct {
+		body string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open(nsPath)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns: %w", err)}
+			return
+		}
+		u, err := neturl.Parse(url)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		// dialled here, on the thread inside the namespace
+		conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		ch <- result{body: string(b), err: err}
+	}()
+	r := <-ch
+	return r.body, r.err
 }
