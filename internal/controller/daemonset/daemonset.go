@@ -488,6 +488,7 @@ func (c *Controller) createPod(ctx context.Context, ds *appsv1.DaemonSet, node, 
 // updateStatus writes status when it differs, retrying a conflict once
 // with a fresh read.
 func (c *Controller) updateStatus(ctx context.Context, ds *appsv1.DaemonSet, st appsv1.DaemonSetStatus) error {
+	st.Conditions = ds.Status.Conditions
 	if equality.Semantic.DeepEqual(ds.Status, st) {
 		return nil
 	}

@@ -152,7 +152,8 @@ type Store struct {
 }
 
 // Claim returns the revisions owner controls, adopting orphans its
-// selector matches and releasing those it no longer matches, sorted.
+// selector matches and releasing those it no longer matches, sorted; it
+// sets claimer's Patch to patch revisions.
 func (s *Store) Claim(ctx context.Context, owner metav1.Object, claimer *ownership.Claimer) ([]*appsv1.ControllerRevision, error) {
 	cands, err := ownership.Candidates(s.Indexer, owner)
 	if err != nil {

@@ -186,9 +186,6 @@ func decide(w *world) (plan, appsv1.StatefulSetStatus) {
 		st.CurrentRevision, st.CurrentReplicas = st.UpdateRevision, st.UpdatedReplicas
 	}
 	var p plan
-	if set.DeletionTimestamp != nil {
-		return p, st
-	}
 	ordered := set.Spec.PodManagementPolicy != appsv1.ParallelPodManagement
 	for i, pod := range slots {
 		switch {

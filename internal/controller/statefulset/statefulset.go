@@ -192,6 +192,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (time.Duration, 
 		c.log.Warn("statefulset has an invalid or empty selector", "statefulset", key, "err", err)
 		return 0, nil
 	}
+	if set.DeletionTimestamp != nil {
+		// The garbage collector removes the pods; nothing to create.
+		return 0, nil
+	}
 	pods, claimErr := c.claimPods(ctx, set, sel)
 	revs, err := c.revs.Claim(ctx, set, c.claimer(set, sel))
 	claimErr = errors.Join(claimErr, err)
@@ -201,10 +205,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) (time.Duration, 
 	}
 	w.pods, w.now = pods, c.clock.Now()
 	p, st := decide(w)
-	syncErr := c.sync(ctx, set, p)
-	if set.DeletionTimestamp == nil {
-		syncErr = errors.Join(syncErr, c.cleanupHistory(ctx, set, pods, revs, w))
-	}
+	syncErr := errors.Join(c.sync(ctx, set, p), c.cleanupHistory(ctx, set, pods, revs, w))
 	if err := c.updateStatus(ctx, set, st); err != nil {
 		return 0, errors.Join(claimErr, syncErr, fmt.Errorf("update status of statefulset %s: %w", key, err))
 	}
