@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,39 +202,16 @@ func TestCRI(t *testing.T) {
 	ns := netns(t)
 	ctrd := startContainerd(t, dir, ns)
 	_, cs := controllertest.ControlPlane(t)
-	ctx := context.Background()
-
-	rt, err := cri.New(cri.Config{Endpoint: ctrd.Endpoint(), CNIConfDir: ctrd.CNIConfDir(),
-		CNIDataDir: filepath.Join(dir, "cni"), PodLogDir: filepath.Join(dir, "pods"), HostIPs: []string{"127.0.0.1"}, Logger: controllertest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	capacity, err := agent.Resources("2", "2Gi", "10Gi", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{NodeName: nodeName, Client: cs, Runtime: rt, Capacity: capacity, DataDir: dir,
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}, Logger: controllertest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, stop := context.WithCancel(ctx)
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- a.Run(actx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-agentDone; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
-	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, ready: a.Ready(), netns: ns}
+	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, netns: ns, ctrd: ctrd}
+	stop := h.startAgent(t)
+	t.Cleanup(stop)
 	t.Run("BusyboxPodRunsAsContainer", h.busyboxPodRuns)
 	t.Run("InitThenExitCodes", h.initThenExitCodes)
 	t.Run("OOMKilled", h.oomKilled)
 	t.Run("RestartWithBackoff", h.restartWithBackoff)
 	t.Run("WaitingReasons", h.waitingReasons)
 	t.Run("PodIPAndHostPort", h.podIPAndHostPort)
+	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
 }
 
 // harness is the node the subtests run pods on.
@@ -243,6 +221,90 @@ type harness struct {
 	dir   string
 	ready <-chan struct{}
 	netns string
+	ctrd  *containerd.Containerd
+}
+
+// startAgent runs an agent with a new CRI runtime on the node; the
+// returned function stops it (and may be called more than once).
+func (h *harness) startAgent(t *testing.T) (stop func()) {
+	t.Helper()
+	rt, err := cri.New(cri.Config{Endpoint: h.ctrd.Endpoint(), CNIConfDir: h.ctrd.CNIConfDir(),
+		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), HostIPs: []string{"127.0.0.1"}, Logger: controllertest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capacity, err := agent.Resources("2", "2Gi", "10Gi", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{NodeName: nodeName, Client: h.cs, Runtime: rt, Capacity: capacity, DataDir: h.dir,
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}, Logger: controllertest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	h.ready = a.Ready()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent: %v", err)
+			}
+			rt.Close()
+		})
+	}
+}
+
+// agentRestart stops the agent, changes the API behind its back (one pod
+// deleted for good) and starts a new agent: it adopts the running pod
+// without restarting its container and removes the orphaned one.
+func (h *harness) agentRestart(t *testing.T, stopFirst func()) {
+	ctx := context.Background()
+	keep := h.runPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "keep"}, Spec: corev1.PodSpec{Containers: []corev1.Container{busybox("c", "sleep 3600")}}},
+		"keep running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	orphan := h.runPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "orphan"}, Spec: corev1.PodSpec{Containers: []corev1.Container{busybox("c", "sleep 3600")}}},
+		"orphan running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	stopFirst()
+	zero := int64(0)
+	if err := h.cs.CoreV1().Pods("default").Delete(ctx, "orphan", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	controllertest.Eventually(t, "orphan gone from the API", func() (bool, string) {
+		_, err := h.cs.CoreV1().Pods("default").Get(ctx, "orphan", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	stop := h.startAgent(t)
+	defer stop()
+	controllertest.Eventually(t, "orphan's sandbox removed", func() (bool, string) {
+		sbs, err := h.cri.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelPodUID: string(orphan.UID)}}})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(sbs.Items) == 0, fmt.Sprintf("%d sandboxes", len(sbs.Items))
+	})
+	// the kept pod's container is the same one, never restarted (the new
+	// agent queues its pods right after removing orphans)
+	before := keep.Status.ContainerStatuses[0]
+	ctrs, err := h.cri.ListContainers(ctx, &runtimeapi.ListContainersRequest{
+		Filter: &runtimeapi.ContainerFilter{LabelSelector: map[string]string{cri.LabelPodUID: string(keep.UID)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs.Containers) != 1 || "containerd://"+ctrs.Containers[0].Id != before.ContainerID ||
+		ctrs.Containers[0].State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("kept pod's containers %v, want only %s running", ctrs.Containers, before.ContainerID)
+	}
+	p, err := h.cs.CoreV1().Pods("default").Get(ctx, "keep", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status.ContainerStatuses[0]; st.RestartCount != 0 || st.ContainerID != before.ContainerID || st.State.Running == nil {
+		t.Errorf("kept container status %+v, want %s running, no restarts", st, before.ContainerID)
+	}
 }
 
 // busyboxPodRuns runs sh in busybox, checks it really runs in a container
