@@ -17,8 +17,8 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -337,10 +337,16 @@ func (c *Controller) pruneHistory(ctx context.Context, cj *batchv1.CronJob, jobs
 	return errors.Join(errs...)
 }
 
-// byStart orders Jobs oldest first: by start time, Jobs never started
-// first, then by name.
+// byStart orders Jobs oldest first: by the scheduled time this
+// controller annotated them with (upstream orders by start time only,
+// which ties for Jobs started within one second), else by start time,
+// Jobs never started first, then by creation.
 func byStart(a, b *batchv1.Job) int {
+	ta, aok := scheduledAt(a)
+	tb, bok := scheduledAt(b)
 	switch {
+	case aok && bok && !ta.Equal(tb):
+		return ta.Compare(tb)
 	case a.Status.StartTime == nil && b.Status.StartTime != nil:
 		return -1
 	case a.Status.StartTime != nil && b.Status.StartTime == nil:
@@ -349,6 +355,11 @@ func byStart(a, b *batchv1.Job) int {
 		return a.Status.StartTime.Compare(b.Status.StartTime.Time)
 	}
 	return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)
+}
+
+func scheduledAt(j *batchv1.Job) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339, j.Annotations[batchv1.CronJobScheduledTimestampAnnotation])
+	return t, err == nil
 }
 
 // deleteJob deletes a Job of cj, its pods in the background.

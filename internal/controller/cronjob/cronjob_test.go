@@ -145,10 +145,19 @@ func ownedJob(cj *batchv1.CronJob, at time.Time, cond batchv1.JobConditionType) 
 	j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: JobName(cj, at), Namespace: "ns", UID: types.UID("uid-" + JobName(cj, at)),
 		CreationTimestamp: metav1.NewTime(at), OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(cj, Kind)}},
 		Status: batchv1.JobStatus{StartTime: &metav1.Time{Time: at}}}
+	if cond == batchv1.JobFailed {
+		// Without a scheduled timestamp the start time orders Jobs.
+		return withCond(j, cond)
+	}
+	j.Annotations = map[string]string{batchv1.CronJobScheduledTimestampAnnotation: at.UTC().Format(time.RFC3339)}
+	return withCond(j, cond)
+}
+
+func withCond(j *batchv1.Job, cond batchv1.JobConditionType) *batchv1.Job {
 	if cond != "" {
 		j.Status.Conditions = []batchv1.JobCondition{{Type: cond, Status: corev1.ConditionTrue}}
 		if cond == batchv1.JobComplete {
-			j.Status.CompletionTime = &metav1.Time{Time: at.Add(10 * time.Second)}
+			j.Status.CompletionTime = &metav1.Time{Time: j.Status.StartTime.Add(10 * time.Second)}
 		}
 	}
 	return j
@@ -412,5 +421,15 @@ func TestMostRecent(t *testing.T) {
 				t.Errorf("recent %v missed %d, want %v and %d", got, u.missed, tt.wantRecent, tt.wantMissed)
 			}
 		})
+	}
+}
+
+func TestByStartTies(t *testing.T) {
+	cj := newCronJob("*/1 * * * *")
+	older, newer := ownedJob(cj, t0, batchv1.JobComplete), ownedJob(cj, t0.Add(time.Minute), batchv1.JobComplete)
+	// Started in the same second: the scheduled time still orders them.
+	newer.Status.StartTime = older.Status.StartTime
+	if byStart(older, newer) >= 0 || byStart(newer, older) <= 0 {
+		t.Fatalf("byStart does not order by scheduled time on a start time tie")
 	}
 }
