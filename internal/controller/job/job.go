@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,8 +161,10 @@ func New(cfg Config) (*Controller, error) {
 				c.exp.CreationObserved(key)
 				c.loop.Add(key)
 			}
+			c.enqueueUncontrolled(obj)
 		},
 		UpdateFunc: func(_, obj any) {
+			c.enqueueUncontrolled(obj)
 			if key, ok := c.controllerOf(obj); ok {
 				p := obj.(*corev1.Pod)
 				if p.DeletionTimestamp != nil {
@@ -199,6 +202,31 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
+// uncontrolledPrefix marks loop keys of pods that carry the tracking
+// finalizer but have no controller (their Job was deleted orphaning
+// them): nothing will count them, so they only lose the finalizer.
+const uncontrolledPrefix = "uncontrolled-pod:"
+
+func (c *Controller) enqueueUncontrolled(obj any) {
+	if p, ok := obj.(*corev1.Pod); ok && metav1.GetControllerOfNoCopy(p) == nil && slices.Contains(p.Finalizers, TrackingFinalizer) {
+		c.loop.Add(uncontrolledPrefix + p.Namespace + "/" + p.Name)
+	}
+}
+
+// releaseUncontrolled removes the tracking finalizer from the pod
+// namespace/name if it still has no controller.
+func (c *Controller) releaseUncontrolled(ctx context.Context, key string) error {
+	obj, ok, err := c.podIndexer.GetByKey(key)
+	if err != nil || !ok {
+		return err
+	}
+	p, isPod := obj.(*corev1.Pod)
+	if !isPod || metav1.GetControllerOfNoCopy(p) != nil || !slices.Contains(p.Finalizers, TrackingFinalizer) {
+		return nil
+	}
+	return c.removeFinalizer(ctx, p)
+}
+
 // controllerOf returns the key of the Job controlling a pod, if any.
 func (c *Controller) controllerOf(obj any) (string, bool) {
 	pod, ok := obj.(*corev1.Pod)
@@ -214,6 +242,9 @@ func (c *Controller) controllerOf(obj any) (string, bool) {
 
 // Reconcile syncs the Job namespace/name.
 func (c *Controller) Reconcile(ctx context.Context, key string) (time.Duration, error) {
+	if podKey, ok := strings.CutPrefix(key, uncontrolledPrefix); ok {
+		return 0, c.releaseUncontrolled(ctx, podKey)
+	}
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		return 0, nil

@@ -539,6 +539,21 @@ func TestOrphanFinalizersReleased(t *testing.T) {
 	}
 }
 
+func TestUncontrolledPodReleased(t *testing.T) {
+	p := newPod("a", newJob(), func(p *corev1.Pod) { p.OwnerReferences = nil })
+	h := newHarness(t, p)
+	if _, err := h.ctrl.Reconcile(context.Background(), uncontrolledPrefix+"ns/a"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.client.CoreV1().Pods("ns").Get(context.Background(), "a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got.Finalizers, TrackingFinalizer) {
+		t.Fatalf("finalizers %v: tracking finalizer kept on a pod without a controller", got.Finalizers)
+	}
+}
+
 func TestIndexEnv(t *testing.T) {
 	job := newJob(completions(2), indexedMode)
 	p := NewPod(job, 1)
