@@ -1,15 +1,14 @@
 package cri
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -132,8 +131,8 @@ func sandboxConfig(p *corev1.Pod, attempt uint32, logDir string) *runtimeapi.Pod
 }
 
 // containerConfig is the CRI container of one attempt of c.
-func containerConfig(p *corev1.Pod, c *corev1.Container, attempt uint32, podIPs, hostIPs []string) (*runtimeapi.ContainerConfig, error) {
-	env, err := containerEnv(p, c, podIPs, hostIPs)
+func containerConfig(ctx context.Context, refs refs, p *corev1.Pod, c *corev1.Container, attempt uint32, podIPs, hostIPs []string) (*runtimeapi.ContainerConfig, error) {
+	env, err := containerEnv(ctx, refs, p, c, podIPs, hostIPs)
 	if err != nil {
 		return nil, err
 	}
@@ -245,136 +244,4 @@ func securityContext(p *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxContai
 		}
 	}
 	return sc
-}
-
-// containerEnv resolves the container's env: plain values with $(VAR)
-// references to earlier variables, and field and resource references.
-// configMapKeyRef, secretKeyRef and envFrom need the API and are not
-// supported yet.
-func containerEnv(p *corev1.Pod, c *corev1.Container, podIPs, hostIPs []string) ([]*runtimeapi.KeyValue, error) {
-	if len(c.EnvFrom) > 0 {
-		return nil, fmt.Errorf("container %s: envFrom is not supported yet", c.Name)
-	}
-	vals := map[string]string{}
-	var out []*runtimeapi.KeyValue
-	for _, e := range c.Env {
-		v := expandVars(e.Value, vals)
-		if src := e.ValueFrom; src != nil {
-			var err error
-			switch {
-			case src.FieldRef != nil:
-				v, err = fieldValue(p, src.FieldRef.FieldPath, podIPs, hostIPs)
-			case src.ResourceFieldRef != nil:
-				v, err = resourceValue(c, src.ResourceFieldRef)
-			default:
-				err = fmt.Errorf("only fieldRef and resourceFieldRef are supported yet")
-			}
-			if err != nil {
-				return nil, fmt.Errorf("container %s: env %s: %w", c.Name, e.Name, err)
-			}
-		}
-		vals[e.Name] = v
-		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(v)})
-	}
-	return out, nil
-}
-
-// fieldValue is the value of a downward-API field path.
-func fieldValue(p *corev1.Pod, path string, podIPs, hostIPs []string) (string, error) {
-	if k, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
-		return p.Labels[strings.TrimSuffix(k, "']")], nil
-	}
-	if k, ok := strings.CutPrefix(path, "metadata.annotations['"); ok {
-		return p.Annotations[strings.TrimSuffix(k, "']")], nil
-	}
-	first := func(l []string) string {
-		if len(l) == 0 {
-			return ""
-		}
-		return l[0]
-	}
-	switch path {
-	case "metadata.name":
-		return p.Name, nil
-	case "metadata.namespace":
-		return p.Namespace, nil
-	case "metadata.uid":
-		return string(p.UID), nil
-	case "spec.nodeName":
-		return p.Spec.NodeName, nil
-	case "spec.serviceAccountName":
-		return p.Spec.ServiceAccountName, nil
-	case "status.podIP":
-		return first(podIPs), nil
-	case "status.podIPs":
-		return strings.Join(podIPs, ","), nil
-	case "status.hostIP":
-		return first(hostIPs), nil
-	case "status.hostIPs":
-		return strings.Join(hostIPs, ","), nil
-	}
-	return "", fmt.Errorf("unsupported fieldPath %q", path)
-}
-
-// resourceValue is a container's request or limit, in units of the
-// divisor rounded up; an unset limit is reported as unset (0).
-func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
-	kind, name, ok := strings.Cut(ref.Resource, ".")
-	if !ok {
-		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
-	}
-	list := c.Resources.Limits
-	if kind == "requests" {
-		list = c.Resources.Requests
-	} else if kind != "limits" {
-		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
-	}
-	q := list[corev1.ResourceName(name)]
-	div := ref.Divisor
-	if div.IsZero() {
-		div = resource.MustParse("1")
-	}
-	if name == string(corev1.ResourceCPU) {
-		m, d := q.MilliValue(), div.MilliValue()
-		return strconv.FormatInt((m+d-1)/d, 10), nil
-	}
-	v, d := q.Value(), div.Value()
-	return strconv.FormatInt((v+d-1)/d, 10), nil
-}
-
-// expandVars replaces $(NAME) with the value of NAME when it is defined;
-// $$ is a literal $ and other references stay as written, as Kubernetes
-// does.
-func expandVars(s string, vals map[string]string) string {
-	if !strings.Contains(s, "$") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := vals[name]; ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString(s[i : i+3+end])
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
-		}
-	}
-	return b.String()
 }

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
@@ -49,7 +50,7 @@ func TestContainerEnv(t *testing.T) {
 			{Name: "CPU", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}},
 			{Name: "MSG", Value: "$(NAME) on $(NODE)"},
 		}}
-	env, err := containerEnv(p, c, []string{"10.0.0.5"}, []string{"192.0.2.2"})
+	env, err := containerEnv(context.Background(), fakeRefs{}, p, c, []string{"10.0.0.5"}, []string{"192.0.2.2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,10 +66,11 @@ func TestContainerEnv(t *testing.T) {
 		}
 	}
 	for name, bad := range map[string]corev1.EnvVar{
-		"configMapKeyRef": {Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{Key: "k"}}},
-		"unknown field":   {Name: "X", ValueFrom: field("spec.nothing")},
+		"missing configmap": {Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "none"}, Key: "k"}}},
+		"unknown field": {Name: "X", ValueFrom: field("spec.nothing")},
 	} {
-		if _, err := containerEnv(p, &corev1.Container{Name: "c", Env: []corev1.EnvVar{bad}}, nil, nil); err == nil {
+		if _, err := containerEnv(context.Background(), fakeRefs{}, p, &corev1.Container{Name: "c", Env: []corev1.EnvVar{bad}}, nil, nil); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}

@@ -229,7 +229,7 @@ type harness struct {
 func (h *harness) startAgent(t *testing.T) (stop func()) {
 	t.Helper()
 	rt, err := cri.New(cri.Config{Endpoint: h.ctrd.Endpoint(), CNIConfDir: h.ctrd.CNIConfDir(),
-		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), HostIPs: []string{"127.0.0.1"}, Logger: controllertest.Logger()})
+		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), HostIPs: []string{"127.0.0.1"}, Client: h.cs, Logger: controllertest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,11 +421,17 @@ func busybox(name string, script string) corev1.Container {
 // reports their exits: a pod whose container fails with restartPolicy
 // Never fails.
 func (h *harness) initThenExitCodes(t *testing.T) {
-	mem := busybox("ok", "test \"$MEM_MI\" = 32 && test \"$NODE\" = "+nodeName)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: "default"}, Data: map[string]string{"greeting": "hi"}}
+	if _, err := h.cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mem := busybox("ok", "test \"$MEM_MI\" = 32 && test \"$NODE\" = "+nodeName+" && test \"$GREETING\" = hi")
 	mem.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")}
 	mem.Env = []corev1.EnvVar{
 		{Name: "MEM_MI", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1Mi")}}},
 		{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+		{Name: "GREETING", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}, Key: "greeting"}}},
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "exits"}, Spec: corev1.PodSpec{
 		RestartPolicy:  corev1.RestartPolicyNever,

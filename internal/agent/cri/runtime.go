@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skiff-sh/skiff/internal/agent"
@@ -59,6 +60,9 @@ type Config struct {
 	PodLogDir string
 	// HostIPs are the node's IPs, for the status.hostIP(s) field references.
 	HostIPs []string
+	// Client reads the ConfigMaps and Secrets containers' env refers to;
+	// nil makes such containers fail with CreateContainerConfigError.
+	Client kubernetes.Interface
 	// Logger receives the runtime's logs.
 	Logger *slog.Logger
 }

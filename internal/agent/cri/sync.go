@@ -295,7 +295,7 @@ func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox
 	if err := r.ensureImage(ctx, c); err != nil {
 		return err
 	}
-	cfg, err := containerConfig(p, c, attempt, podIPs, r.cfg.HostIPs)
+	cfg, err := containerConfig(ctx, apiRefs{r.cfg.Client}, p, c, attempt, podIPs, r.cfg.HostIPs)
 	if err != nil {
 		return &waitingError{reason: "CreateContainerConfigError", message: err.Error()}
 	}
