@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,45 +148,54 @@ func containerEnv(ctx context.Context, refs refs, p *corev1.Pod, c *corev1.Conta
 
 // configMapKey is one key of a ConfigMap; skip says an optional reference
 // found nothing.
-func configMapKey(ctx context.Context, refs refs, namespace string, sel *corev1.ConfigMapKeySelector) (v string, skip bool, err error) {
-	opt := sel.Optional != nil && *sel.Optional
-	cm, err := refs.ConfigMap(ctx, namespace, sel.Name)
-	if apierrors.IsNotFound(err) && opt {
-		return "", true, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("configmap %q: %w", sel.Name, err)
-	}
-	if v, ok := cm.Data[sel.Key]; ok {
-		return v, false, nil
-	}
-	if v, ok := cm.BinaryData[sel.Key]; ok {
-		return string(v), false, nil
-	}
-	if opt {
-		return "", true, nil
-	}
-	return "", false, fmt.Errorf("couldn't find key %s in ConfigMap %s/%s", sel.Key, namespace, sel.Name)
+func configMapKey(ctx context.Context, refs refs, namespace string, sel *corev1.ConfigMapKeySelector) (string, bool, error) {
+	return keyRef("ConfigMap", namespace, sel.Name, sel.Key, sel.Optional, func() (map[string]string, error) {
+		cm, err := refs.ConfigMap(ctx, namespace, sel.Name)
+		if err != nil {
+			return nil, err
+		}
+		data := map[string]string{}
+		for k, v := range cm.BinaryData {
+			data[k] = string(v)
+		}
+		maps.Copy(data, cm.Data)
+		return data, nil
+	})
 }
 
 // secretKey is one key of a Secret; skip says an optional reference found
 // nothing.
-func secretKey(ctx context.Context, refs refs, namespace string, sel *corev1.SecretKeySelector) (v string, skip bool, err error) {
-	opt := sel.Optional != nil && *sel.Optional
-	s, err := refs.Secret(ctx, namespace, sel.Name)
+func secretKey(ctx context.Context, refs refs, namespace string, sel *corev1.SecretKeySelector) (string, bool, error) {
+	return keyRef("Secret", namespace, sel.Name, sel.Key, sel.Optional, func() (map[string]string, error) {
+		s, err := refs.Secret(ctx, namespace, sel.Name)
+		if err != nil {
+			return nil, err
+		}
+		data := map[string]string{}
+		for k, v := range s.Data {
+			data[k] = string(v)
+		}
+		return data, nil
+	})
+}
+
+// keyRef resolves one key of an object that get reads.
+func keyRef(kind, namespace, name, key string, optional *bool, get func() (map[string]string, error)) (v string, skip bool, err error) {
+	opt := optional != nil && *optional
+	data, err := get()
 	if apierrors.IsNotFound(err) && opt {
 		return "", true, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("secret %q: %w", sel.Name, err)
+		return "", false, fmt.Errorf("%s %q: %w", strings.ToLower(kind), name, err)
 	}
-	if b, ok := s.Data[sel.Key]; ok {
-		return string(b), false, nil
+	if v, ok := data[key]; ok {
+		return v, false, nil
 	}
 	if opt {
 		return "", true, nil
 	}
-	return "", false, fmt.Errorf("couldn't find key %s in Secret %s/%s", sel.Key, namespace, sel.Name)
+	return "", false, fmt.Errorf("couldn't find key %s in %s %s/%s", key, kind, namespace, name)
 }
 
 // fieldValue is the value of a downward-API field path.
