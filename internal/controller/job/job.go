@@ -782,8 +782,10 @@ func (c *Controller) manage(ctx context.Context, key string, job *batchv1.Job, a
 	case indexed(job):
 		want = min(parallelism, completionsOf(job)-job.Status.Succeeded)
 	case job.Spec.Completions == nil:
+		// A work queue: after the first success nothing new starts,
+		// and what runs keeps running.
 		if job.Status.Succeeded > 0 {
-			want = 0
+			want = min(want, int32(len(active)))
 		}
 	default:
 		want = min(parallelism, *job.Spec.Completions-job.Status.Succeeded)

@@ -291,6 +291,22 @@ func TestCounting(t *testing.T) {
 			wantSucceeded: 1, wantActive: 3, wantIndexes: "0", wantDeletes: 2,
 		},
 		{
+			name: "work queue (no completions): after a success the others keep running, none starts",
+			job:  newJob(parallelism(3), started(t0)),
+			pods: func(j *batchv1.Job) []*corev1.Pod {
+				return []*corev1.Pod{newPod("a", j, phase(corev1.PodSucceeded)), newPod("b", j)}
+			},
+			wantSucceeded: 1, wantActive: 1, wantPatches: 1,
+		},
+		{
+			name: "work queue: complete once the last pod is done",
+			job:  newJob(parallelism(3), started(t0), status(func(s *batchv1.JobStatus) { s.Succeeded = 1 })),
+			pods: func(j *batchv1.Job) []*corev1.Pod {
+				return []*corev1.Pod{newPod("a", j, phase(corev1.PodSucceeded), untracked), newPod("b", j, phase(corev1.PodSucceeded))}
+			},
+			wantSucceeded: 2, wantConds: []batchv1.JobConditionType{batchv1.JobSuccessCriteriaMet, batchv1.JobComplete}, wantPatches: 1,
+		},
+		{
 			name: "suspended job: the deadline does not run",
 			job: newJob(started(t0.Add(-time.Hour)), func(j *batchv1.Job) {
 				j.Spec.Suspend = ptr(true)
