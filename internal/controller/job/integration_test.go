@@ -8,6 +8,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -82,6 +83,12 @@ func TestJobController(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	ttl := newJob("ttl", corev1.PodSucceeded, 1, 1, 0)
+	ttl.Spec.TTLSecondsAfterFinished = ptr(int32(0))
+	if _, err := jobs.Create(ctx, ttl, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	controllertest.Eventually(t, "job ok complete with 3 successes", func() (bool, string) {
 		j, err := jobs.Get(ctx, "ok", metav1.GetOptions{})
 		if err != nil {
@@ -101,6 +108,18 @@ func TestJobController(t *testing.T) {
 			j.Status.Failed == 3 && j.Status.Succeeded == 0 && j.Status.Active == 0 && j.Status.CompletionTime == nil
 		return ok, fmt.Sprintf("%+v", j.Status)
 	})
+	// No garbage collector runs here: the foreground deletion stops at
+	// the Job's foregroundDeletion finalizer.
+	controllertest.Eventually(t, "job ttl deleted after it finished", func() (bool, string) {
+		j, err := jobs.Get(ctx, "ttl", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return j.DeletionTimestamp != nil && hasCondition(j, batchv1.JobComplete, ""), fmt.Sprintf("%+v %+v", j.ObjectMeta, j.Status)
+	})
 	// No pod is left holding the tracking finalizer; the finished Jobs
 	// keep their pods (until the Jobs are deleted).
 	controllertest.Eventually(t, "pods released", func() (bool, string) {
@@ -115,6 +134,8 @@ func TestJobController(t *testing.T) {
 				}
 			}
 		}
-		return len(pods.Items) == 6, fmt.Sprintf("%d pods", len(pods.Items))
+		return len(pods.Items) == 7, fmt.Sprintf("%d pods", len(pods.Items))
 	})
 }
+
+func ptr[T any](v T) *T { return &v }
