@@ -101,7 +101,7 @@ func (f *Framework) Preempt(ctx context.Context, snap *Snapshot, pod *v1.Pod, di
 	parallelize(cctx, f.profile.Parallelism, len(potential), func(i int) {
 		k := (offset + i) % len(potential)
 		ni := potential[k].Clone()
-		victims, violations, st := f.selectVictims(cctx, state.Clone(), pi, ni, snap.PDBs)
+		victims, violations, st := f.selectVictims(cctx, state.Clone(), pi, ni, snap)
 		if !st.IsSuccess() {
 			statuses[k] = st
 			return
@@ -140,7 +140,11 @@ func (f *Framework) Preempt(ctx context.Context, snap *Snapshot, pod *v1.Pod, di
 // selectVictims finds the smallest set of lower-priority pods on node whose
 // removal lets pod fit: it removes them all, then puts back as many as
 // possible, most important first, PDB-protected pods before the others.
-func (f *Framework) selectVictims(ctx context.Context, state *CycleState, pi *PodInfo, node *NodeInfo, pdbs []*policyv1.PodDisruptionBudget) ([]*PodInfo, int, *Status) {
+// Pods nominated to the node that are at least as important as pod keep
+// their room, as in a scheduling cycle, so that two preemptors do not count
+// on the same victims.
+func (f *Framework) selectVictims(ctx context.Context, state *CycleState, pi *PodInfo, node *NodeInfo, snap *Snapshot) ([]*PodInfo, int, *Status) {
+	pdbs := snap.PDBs
 	var lower []*PodInfo
 	for _, p := range node.Pods {
 		if p.Priority < pi.Priority {
@@ -175,7 +179,7 @@ func (f *Framework) selectVictims(ctx context.Context, state *CycleState, pi *Po
 			return nil, 0, st
 		}
 	}
-	if st := f.RunFilters(ctx, state, pi, node); !st.IsSuccess() {
+	if st := f.runFiltersWithNominated(ctx, state, pi, node, snap); !st.IsSuccess() {
 		return nil, 0, st
 	}
 	sort.SliceStable(lower, func(i, j int) bool { return moreImportant(lower[i], lower[j]) })
@@ -186,7 +190,7 @@ func (f *Framework) selectVictims(ctx context.Context, state *CycleState, pi *Po
 		if st := add(p); !st.IsSuccess() {
 			return false, st
 		}
-		st := f.RunFilters(ctx, state, pi, node)
+		st := f.runFiltersWithNominated(ctx, state, pi, node, snap)
 		if st.IsSuccess() {
 			return true, nil
 		}

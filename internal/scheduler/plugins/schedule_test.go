@@ -173,6 +173,7 @@ func TestPreemptionVictims(t *testing.T) {
 		nodes       []*v1.Node
 		existing    []*v1.Pod
 		pdbs        []*policyv1.PodDisruptionBudget
+		nominated   map[string][]*v1.Pod // pending pods nominated to a node by earlier preemptions
 		pod         *v1.Pod
 		wantNode    string
 		wantVictims []string
@@ -270,12 +271,41 @@ func TestPreemptionVictims(t *testing.T) {
 			pod:      mkPod("p", podPriority(10), podLabels("app", "web"), podSpread(spread(zone, 1, v1.DoNotSchedule))),
 			wantNode: "n1", wantVictims: []string{"w1"},
 		},
+		{
+			// Two preemptors of one priority: the second must not count on
+			// the victim the first was nominated for.
+			name:  "an earlier preemptor's nomination keeps its victim",
+			nodes: []*v1.Node{mkNode("n1")},
+			existing: []*v1.Pod{
+				low("a", "n1", "1", 1), low("b", "n1", "1", 2), low("c", "n1", "1", 3), low("d", "n1", "1", 4),
+			},
+			nominated: map[string][]*v1.Pod{"n1": {mkPod("first", podRequests("cpu", "1"), podPriority(10))}},
+			pod:       mkPod("p", podRequests("cpu", "1"), podPriority(10)),
+			wantNode:  "n1", wantVictims: []string{"b", "a"},
+		},
+		{
+			name:  "a nomination of lower priority keeps no room",
+			nodes: []*v1.Node{mkNode("n1")},
+			existing: []*v1.Pod{
+				low("a", "n1", "1", 1), low("b", "n1", "1", 2), low("c", "n1", "1", 3), low("d", "n1", "1", 4),
+			},
+			nominated: map[string][]*v1.Pod{"n1": {mkPod("first", podRequests("cpu", "1"), podPriority(5))}},
+			pod:       mkPod("p", podRequests("cpu", "1"), podPriority(10)),
+			wantNode:  "n1", wantVictims: []string{"a"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFramework(t, ProfileConfig{})
 			snap := framework.NewSnapshot(cluster(t, tc.nodes, tc.existing...))
 			snap.PDBs = tc.pdbs
+			snap.Nominated = func(node string) []*framework.PodInfo {
+				var out []*framework.PodInfo
+				for _, p := range tc.nominated[node] {
+					out = append(out, framework.NewPodInfo(p))
+				}
+				return out
+			}
 			_, err := f.Schedule(context.Background(), snap, tc.pod)
 			var fe *framework.FitError
 			if !errors.As(err, &fe) {
