@@ -34,13 +34,18 @@ type APIConfig struct {
 
 // startServer runs a control plane in a temporary directory on a free
 // loopback port and returns its admin client config and a stop function.
-func startServer(ctx context.Context) (*rest.Config, func(), error) {
+// Options adjust the control plane's configuration.
+func startServer(ctx context.Context, opts ...func(*server.Config)) (*rest.Config, func(), error) {
 	dir, err := os.MkdirTemp("", "skiff-bench-")
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := server.New(server.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SkiffVersion: "bench"})
+	cfg := server.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SkiffVersion: "bench"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -84,7 +89,7 @@ func API(ctx context.Context, cfg APIConfig) (Result, error) {
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
-	rc, stop, err := startServer(ctx)
+	rc, stop, err := startServer(ctx, withoutScheduler) // a scheduler would write an event and a status for each pod
 	if err != nil {
 		return Result{}, err
 	}

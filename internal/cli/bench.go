@@ -14,11 +14,12 @@ var Commit = "unknown"
 
 func runBench(ctx context.Context, e *env, args []string) error {
 	scenarios := map[string]func(context.Context, *env, []string) (bench.Result, error){
-		"api":     benchAPI,
-		"startup": benchStartup,
+		"api":       benchAPI,
+		"startup":   benchStartup,
+		"scheduler": benchScheduler,
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
+		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
 		}
@@ -26,7 +27,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	run, ok := scenarios[args[0]]
 	if !ok {
-		return usageError{fmt.Errorf("unknown scenario %q (have: api, startup)", args[0])}
+		return usageError{fmt.Errorf("unknown scenario %q (have: api, scheduler, startup)", args[0])}
 	}
 	res, err := run(ctx, e, args[1:])
 	if err != nil {
@@ -75,4 +76,39 @@ dir), and the server's resident memory after it idles.`,
 		return bench.Result{}, err
 	}
 	return bench.Startup(ctx, cfg)
+}
+
+func benchScheduler(ctx context.Context, e *env, args []string) (bench.Result, error) {
+	var cfg bench.SchedulerConfig
+	var asJSON bool
+	fs := newFlagSet(e, "bench scheduler", `
+Measure the scheduler like upstream's scheduler_perf SchedulingBasic: start a
+control plane with embedded etcd in a temporary directory (its own scheduler
+disabled), or use the one --kubeconfig points at; create --nodes Node objects
+(4 CPU, 32Gi, 110 pods, Ready, in 3 zones); run a scheduler in this process;
+create --pods pods through the API with concurrent clients and wait until all
+are bound. Prints pods/s (first create to last binding), p50/p99 latency (pod
+create to binding) and the scheduler's memory; one JSON object with --json.
+
+Workloads:
+  basic         pods requesting 100m CPU and 500Mi
+  spread        topology spread: maxSkew 1 over zones (hard) and hostnames (soft)
+  antiaffinity  required pod anti-affinity on hostname within groups of min(nodes, pods) pods
+  preemption    fill each node with 4 low-priority 1-CPU pods, then create --pods
+                high-priority 1-CPU pods that must preempt; the benchmark finishes
+                the victims' graceful deletion (no agent runs)`,
+		`  skiff bench scheduler --nodes 5000 --pods 10000 --json
+  skiff bench scheduler --workload preemption --nodes 500 --pods 1000`)
+	fs.IntVar(&cfg.Nodes, "nodes", 1000, "number of Node objects")
+	fs.IntVar(&cfg.Pods, "pods", 10000, "number of measured pods (preemption: high-priority pods, at most 4 per node)")
+	fs.StringVar(&cfg.Workload, "workload", bench.WorkloadBasic, "workload: "+strings.Join(bench.Workloads, ", "))
+	fs.IntVar(&cfg.Clients, "clients", 32, "number of concurrent clients creating nodes and pods")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "use the running control plane of this kubeconfig instead of starting one")
+	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "how long to wait for all pods to be bound")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	if err := parse(fs, args); err != nil {
+		return bench.Result{}, err
+	}
+	cfg.Progress = e.stderr
+	return bench.Scheduler(ctx, cfg)
 }

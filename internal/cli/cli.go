@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"k8s.io/klog/v2"
 )
 
 // Version is skiff's version, set at build time with -ldflags.
@@ -36,6 +38,7 @@ func commands() []command {
 		{"up", "start a local cluster for trying skiff out and print how to use it", runUp},
 		{"token", "manage bearer tokens for nodes and automation (token create)", runToken},
 		{"bench", "run a benchmark scenario and print its figures (bench api|startup)", runBench},
+		{"scheduler", "run the scheduler alone against an API server (--kubeconfig), leader-elected", runScheduler},
 		{"controller-manager", "run the controllers (leader-elected) against an API server", runControllerManager},
 		{"images", "build the test images (busybox, testserver) as OCI archives (images build)", runImages},
 		{"agent", "run a node agent that registers a node and runs its pods (--runtime=sim for simulated nodes)", runAgent},
@@ -75,6 +78,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
+		// Until a command sets up its logger, client-go's klog lines below
+		// warnings (lease acquired, watch restarted) are not printed.
+		klog.SetSlogLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		err := c.run(ctx, &env{stdout: stdout, stderr: stderr}, args[1:])
@@ -135,7 +141,11 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", level)}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	// client-go logs through klog (leader election, reflectors): send it
+	// to the command's logger instead of klog's own stderr format.
+	klog.SetSlogLogger(log.With("source", "client-go"))
+	return log, nil
 }
 
 func runVersion(_ context.Context, e *env, args []string) error {
