@@ -221,7 +221,8 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 		defer unregister()
 	}
 	rt, err := cri.New(cri.Config{Endpoint: endpoint, CNIConfDir: cniConfDir, CNIDataDir: filepath.Join(dataDir, "cni"),
-		PodCIDR: f.podCIDR, PodLogDir: filepath.Join(dataDir, "pods"), Client: client, Logger: log})
+		PodCIDR: f.podCIDR, PodLogDir: filepath.Join(dataDir, "pods"), VolumeDir: filepath.Join(dataDir, "volumes"),
+		Client: client, Logger: log})
 	if err != nil {
 		return err
 	}

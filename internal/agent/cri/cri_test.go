@@ -3,6 +3,7 @@ package cri_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -211,6 +212,7 @@ func TestCRI(t *testing.T) {
 	t.Run("RestartWithBackoff", h.restartWithBackoff)
 	t.Run("WaitingReasons", h.waitingReasons)
 	t.Run("PodIPAndHostPort", h.podIPAndHostPort)
+	t.Run("Volumes", h.volumes)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
 }
 
@@ -229,7 +231,7 @@ type harness struct {
 func (h *harness) startAgent(t *testing.T) (stop func()) {
 	t.Helper()
 	rt, err := cri.New(cri.Config{Endpoint: h.ctrd.Endpoint(), CNIConfDir: h.ctrd.CNIConfDir(),
-		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), HostIPs: []string{"127.0.0.1"}, Client: h.cs, Logger: controllertest.Logger()})
+		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), VolumeDir: filepath.Join(h.dir, "volumes"), HostIPs: []string{"127.0.0.1"}, Client: h.cs, Logger: controllertest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,4 +584,80 @@ func getInNetns(nsPath, url string) (string, error) {
 	}()
 	r := <-ch
 	return r.body, r.err
+}
+
+// volumes mounts an emptyDir shared by an init and an app container, a
+// hostPath, a configMap (whose update reaches the running container), a
+// secret and the downward API.
+func (h *harness) volumes(t *testing.T) {
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "vol-cfg", Namespace: "default"}, Data: map[string]string{"color": "blue"}}
+	if _, err := h.cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "vol-sec", Namespace: "default"}, Data: map[string][]byte{"token": []byte("t0k")}}
+	if _, err := h.cs.CoreV1().Secrets("default").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hostDir := filepath.Join(h.dir, "host-data")
+	dirOrCreate := corev1.HostPathDirectoryOrCreate
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "vols", Labels: map[string]string{"app": "vols"}}, Spec: corev1.PodSpec{
+		Volumes: []corev1.Volume{
+			{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "mem", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+			{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hostDir, Type: &dirOrCreate}}},
+			{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "vol-cfg"}}}},
+			{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "vol-sec"}}},
+			{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}}}}},
+		},
+		InitContainers: []corev1.Container{busybox("init", "echo from-init > /scratch/x && echo on-host > /host/y")},
+		Containers:     []corev1.Container{busybox("main", "sleep 3600")},
+	}}
+	all := []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}, {Name: "mem", MountPath: "/mem"}, {Name: "host", MountPath: "/host"},
+		{Name: "cfg", MountPath: "/cfg"}, {Name: "sec", MountPath: "/sec"}, {Name: "info", MountPath: "/info"}}
+	pod.Spec.InitContainers[0].VolumeMounts = all[:3]
+	pod.Spec.Containers[0].VolumeMounts = all
+	p := h.runPod(t, pod, "pod running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	run := func(script string) string {
+		out, err := h.cri.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", script}, Timeout: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out.Stdout)) + strings.TrimSpace(string(out.Stderr))
+	}
+	for script, want := range map[string]string{
+		"cat /scratch/x":   "from-init",
+		"cat /host/y":      "on-host",
+		"cat /cfg/color":   "blue",
+		"cat /sec/token":   "t0k",
+		"cat /info/labels": `app="vols"`,
+		"grep -c ' /mem tmpfs' /proc/mounts; grep -c ' /sec tmpfs' /proc/mounts": "1\n1",
+		"touch /cfg/new 2>/dev/null && echo writable || echo read-only":          "read-only",
+	} {
+		if got := run(script); got != want {
+			t.Errorf("%s: %q, want %q", script, got, want)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(hostDir, "y")); err != nil || strings.TrimSpace(string(b)) != "on-host" {
+		t.Errorf("host file: %q %v", b, err)
+	}
+	cm.Data["color"] = "green"
+	if _, err := h.cs.CoreV1().ConfigMaps("default").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	controllertest.Eventually(t, "configmap update in the volume", func() (bool, string) {
+		got := run("cat /cfg/color")
+		return got == "green", got
+	})
+	// deleting the pod removes its volumes (and unmounts the tmpfs ones)
+	zero := int64(0)
+	if err := h.cs.CoreV1().Pods("default").Delete(ctx, "vols", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	controllertest.Eventually(t, "volumes removed", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(h.dir, "volumes", string(p.UID)))
+		return errors.Is(err, os.ErrNotExist), fmt.Sprint(err)
+	})
 }

@@ -58,6 +58,9 @@ type Config struct {
 	// PodLogDir holds the containers' logs, one directory per pod
 	// (NAMESPACE_NAME_UID/CONTAINER/ATTEMPT.log); empty means /var/log/pods.
 	PodLogDir string
+	// VolumeDir holds the pods' volumes, one directory per pod UID;
+	// empty means /var/lib/skiff-agent/volumes.
+	VolumeDir string
 	// HostIPs are the node's IPs, for the status.hostIP(s) field references.
 	HostIPs []string
 	// Client reads the ConfigMaps and Secrets containers' env refers to;
@@ -76,8 +79,9 @@ type Runtime struct {
 	rt   runtimeapi.RuntimeServiceClient
 	img  runtimeapi.ImageServiceClient
 
-	mu      sync.Mutex
-	podCIDR string
+	mu        sync.Mutex
+	podCIDR   string
+	volumesAt map[types.UID]time.Time // when each pod's volumes were last written
 }
 
 // New connects to the CRI endpoint (lazily: the first call dials) and
@@ -92,6 +96,9 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.PodLogDir == "" {
 		cfg.PodLogDir = "/var/log/pods"
 	}
+	if cfg.VolumeDir == "" {
+		cfg.VolumeDir = "/var/lib/skiff-agent/volumes"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -100,7 +107,7 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cri: connect %s: %w", cfg.Endpoint, err)
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "cri"), conn: conn,
+	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "cri"), conn: conn, volumesAt: map[types.UID]time.Time{},
 		rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
 	if cfg.PodCIDR != "" {
 		if err := r.UpdatePodCIDR(cfg.PodCIDR); err != nil {
@@ -254,7 +261,7 @@ func (r *Runtime) stopSandbox(ctx context.Context, id string, grace time.Duratio
 }
 
 // ForgetPod implements agent.Runtime: it removes the pod's sandboxes with
-// their containers and logs.
+// their containers and logs, and its volumes.
 func (r *Runtime) ForgetPod(ctx context.Context, uid types.UID) error {
 	sbs, err := r.sandboxes(ctx, uid)
 	if err != nil {
@@ -266,7 +273,7 @@ func (r *Runtime) ForgetPod(ctx context.Context, uid types.UID) error {
 		}
 		_ = os.RemoveAll(filepath.Join(r.cfg.PodLogDir, logDirName(sb.Metadata.Namespace, sb.Metadata.Name, sb.Metadata.Uid)))
 	}
-	return nil
+	return r.removeVolumes(uid)
 }
 
 func (r *Runtime) removeSandbox(ctx context.Context, id string) error {

@@ -55,6 +55,12 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		st.Containers = containerStatuses(p, cs)
 		return st, nil
 	}
+	var volumes map[string]string
+	if len(p.Spec.Volumes) > 0 {
+		if volumes, err = r.setupVolumes(ctx, p, r.volumesDue(p.UID, false)); err != nil {
+			return st, fmt.Errorf("volumes of pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+	}
 	now := time.Now()
 	changed := false
 	waiting := map[string]*corev1.ContainerStateWaiting{}
@@ -104,7 +110,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			attempt = cur.Metadata.Attempt + 1
 		}
 		changed = true
-		err := r.startContainer(ctx, p, sb, c, attempt, st.IPs)
+		err := r.startContainer(ctx, p, sb, c, attempt, st.IPs, volumes)
 		var we *waitingError
 		switch {
 		case err == nil:
@@ -291,11 +297,14 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 
 // startContainer makes sure the image is there, then creates and starts
 // one attempt of container c.
-func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox, c *corev1.Container, attempt uint32, podIPs []string) error {
+func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox, c *corev1.Container, attempt uint32, podIPs []string, volumes map[string]string) error {
 	if err := r.ensureImage(ctx, c); err != nil {
 		return err
 	}
 	cfg, err := containerConfig(ctx, apiRefs{r.cfg.Client}, p, c, attempt, podIPs, r.cfg.HostIPs)
+	if err == nil {
+		cfg.Mounts, err = mounts(p, c, volumes)
+	}
 	if err != nil {
 		return &waitingError{reason: "CreateContainerConfigError", message: err.Error()}
 	}
