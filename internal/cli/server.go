@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
+	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
 	"github.com/skiff-sh/skiff/internal/server"
 )
 
@@ -20,6 +23,9 @@ type serverFlags struct {
 	disableScheduler          bool
 	disableControllerManager  bool
 	schedulerConfig           string
+	nodeMonitorGrace          time.Duration
+	notReadyTolerationSeconds int64
+	unreachableTolSeconds     int64
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
@@ -34,6 +40,9 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.BoolVar(&f.disableScheduler, "disable-scheduler", false, "do not run the scheduler in this process (run 'skiff scheduler' elsewhere)")
 	fs.BoolVar(&f.disableControllerManager, "disable-controller-manager", false, "do not run the controller manager in this process (run 'skiff controller-manager' elsewhere)")
 	fs.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler configuration file (YAML SchedulerConfiguration)")
+	fs.DurationVar(&f.nodeMonitorGrace, "node-monitor-grace-period", nodelifecycle.DefaultGracePeriod, "how long a node may go without heartbeating before it is marked unreachable")
+	fs.Int64Var(&f.notReadyTolerationSeconds, "default-not-ready-toleration-seconds", core.DefaultTolerationSeconds, "tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to pods that have none")
+	fs.Int64Var(&f.unreachableTolSeconds, "default-unreachable-toleration-seconds", core.DefaultTolerationSeconds, "tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to pods that have none")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
@@ -46,6 +55,8 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 		DataDir: f.dataDir, Listen: f.listen, Hosts: splitList(f.hosts),
 		EtcdEndpoints: splitList(f.etcdEndpoints), EtcdCAFile: f.etcdCA, EtcdCertFile: f.etcdCert, EtcdKeyFile: f.etcdKey,
 		DisableScheduler: f.disableScheduler, DisableControllerManager: f.disableControllerManager, SchedulerConfigFile: f.schedulerConfig,
+		NodeMonitorGracePeriod:           f.nodeMonitorGrace,
+		DefaultNotReadyTolerationSeconds: &f.notReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: &f.unreachableTolSeconds,
 		SkiffVersion: Version, Logger: log,
 	}, nil
 }

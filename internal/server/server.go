@@ -19,6 +19,7 @@ import (
 
 	"github.com/skiff-sh/skiff/internal/apiserver"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/controller/manager"
 	"github.com/skiff-sh/skiff/internal/pki"
 	"github.com/skiff-sh/skiff/internal/scheduler"
@@ -51,6 +52,13 @@ type Config struct {
 	// LeaseDuration, RenewDeadline and RetryPeriod time the leader
 	// elections of the controller manager (zero: upstream's 15s/10s/2s).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// NodeMonitorGracePeriod is how long a node may go without
+	// heartbeating before it is unreachable (zero: upstream's 40s).
+	NodeMonitorGracePeriod time.Duration
+	// DefaultNotReadyTolerationSeconds and
+	// DefaultUnreachableTolerationSeconds are the tolerationSeconds of
+	// the not-ready/unreachable tolerations every pod gets (nil: 300).
+	DefaultNotReadyTolerationSeconds, DefaultUnreachableTolerationSeconds *int64
 	// SkiffVersion is the build's version, shown in /version.
 	SkiffVersion string
 	// Logger receives the control plane's logs.
@@ -136,7 +144,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer st.Close()
 	api, err := apiserver.New(apiserver.Config{
 		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
-		Resources: builtin.Resources(), Metrics: reg, Bootstrap: bootstrapObjects(),
+		Resources: builtin.ResourcesWith(core.Options{NotReadyTolerationSeconds: s.cfg.DefaultNotReadyTolerationSeconds,
+			UnreachableTolerationSeconds: s.cfg.DefaultUnreachableTolerationSeconds}), Metrics: reg, Bootstrap: bootstrapObjects(),
 		Version: version.Info{Major: "1", Minor: "33", GitVersion: KubernetesVersion + "+skiff-" + s.cfg.SkiffVersion,
 			Platform: "linux/amd64", GoVersion: goVersion()},
 		Logger: s.log.With("component", "apiserver"),
@@ -212,7 +221,8 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCfg *rest.Config, reg *prometheus.Registry, errc chan<- error) error {
 	if !s.cfg.DisableControllerManager {
 		cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
-			LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod})
+			LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
+			NodeMonitorGracePeriod: s.cfg.NodeMonitorGracePeriod})
 		if err != nil {
 			return err
 		}

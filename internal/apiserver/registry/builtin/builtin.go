@@ -18,10 +18,13 @@ import (
 
 // Resources returns the built-in resources, grouped by API group in the
 // order discovery lists them.
-func Resources() []*registry.Resource {
+func Resources() []*registry.Resource { return ResourcesWith(core.Options{}) }
+
+// ResourcesWith is Resources with the core group's options.
+func ResourcesWith(coreOpts core.Options) []*registry.Resource {
 	var out []*registry.Resource
 	for _, group := range [][]*registry.Resource{
-		core.Resources(),
+		core.ResourcesWith(coreOpts),
 		apps.Resources(),
 		events.Resources(),
 		autoscaling.Resources(),

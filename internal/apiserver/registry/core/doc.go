@@ -10,8 +10,23 @@ import (
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
 )
 
-// Resources returns the core/v1 resources the API server serves.
-func Resources() []*registry.Resource {
+// Options tune the core/v1 strategies.
+type Options struct {
+	// NotReadyTolerationSeconds and UnreachableTolerationSeconds are the
+	// tolerationSeconds of the default not-ready and unreachable NoExecute
+	// tolerations added to every pod (upstream's
+	// --default-not-ready-toleration-seconds and
+	// --default-unreachable-toleration-seconds); nil means
+	// DefaultTolerationSeconds.
+	NotReadyTolerationSeconds, UnreachableTolerationSeconds *int64
+}
+
+// Resources returns the core/v1 resources the API server serves, with the
+// default Options.
+func Resources() []*registry.Resource { return ResourcesWith(Options{}) }
+
+// ResourcesWith returns the core/v1 resources the API server serves.
+func ResourcesWith(opts Options) []*registry.Resource {
 	gvk := corev1.SchemeGroupVersion.WithKind
 	return []*registry.Resource{
 		{
@@ -28,7 +43,7 @@ func Resources() []*registry.Resource {
 			Categories: []string{"all"}, Namespaced: true, Status: true,
 			New:      func() runtime.Object { return &corev1.Pod{} },
 			NewList:  func() runtime.Object { return &corev1.PodList{} },
-			Strategy: podStrategy{},
+			Strategy: newPodStrategy(opts),
 		},
 		{
 			GVK: gvk("Node"), Plural: "nodes", Singular: "node", ShortNames: []string{"no"},

@@ -21,7 +21,16 @@ import (
 const nodeUnreachablePodReason = "NodeLost"
 
 // podStrategy implements pods.
-type podStrategy struct{ registry.Base }
+type podStrategy struct {
+	registry.Base
+	// notReadySeconds and unreachableSeconds are the default
+	// tolerations' tolerationSeconds; nil means DefaultTolerationSeconds.
+	notReadySeconds, unreachableSeconds *int64
+}
+
+func newPodStrategy(opts Options) podStrategy {
+	return podStrategy{notReadySeconds: opts.NotReadyTolerationSeconds, unreachableSeconds: opts.UnreachableTolerationSeconds}
+}
 
 // Default applies upstream's v1 pod defaulters plus the values the Priority
 // admission plugin sets when no priority class applies.
@@ -277,9 +286,9 @@ func imageTag(image string) string {
 // PrepareForCreate resets status to Pending with the computed QoS class
 // and adds the tolerations upstream's DefaultTolerationSeconds admission
 // plugin adds.
-func (podStrategy) PrepareForCreate(obj runtime.Object) {
+func (s podStrategy) PrepareForCreate(obj runtime.Object) {
 	pod := obj.(*corev1.Pod)
-	addDefaultTolerations(pod)
+	addDefaultTolerations(pod, s.notReadySeconds, s.unreachableSeconds)
 	pod.Status = corev1.PodStatus{
 		Phase:    corev1.PodPending,
 		QOSClass: podQOS(pod),
@@ -302,10 +311,17 @@ func (podStrategy) PrepareForCreate(obj runtime.Object) {
 const DefaultTolerationSeconds int64 = 300
 
 // addDefaultTolerations lets the pod tolerate the not-ready and
-// unreachable NoExecute taints for DefaultTolerationSeconds unless it
-// already tolerates them.
-func addDefaultTolerations(pod *corev1.Pod) {
-	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+// unreachable NoExecute taints for notReady and unreachable seconds (nil:
+// DefaultTolerationSeconds) unless it already tolerates them.
+func addDefaultTolerations(pod *corev1.Pod, notReady, unreachable *int64) {
+	for _, d := range []struct {
+		key     string
+		seconds *int64
+	}{{corev1.TaintNodeNotReady, notReady}, {corev1.TaintNodeUnreachable, unreachable}} {
+		key, seconds := d.key, DefaultTolerationSeconds
+		if d.seconds != nil {
+			seconds = *d.seconds
+		}
 		tolerated := false
 		for _, t := range pod.Spec.Tolerations {
 			if (t.Key == key || t.Key == "") && (t.Effect == corev1.TaintEffectNoExecute || t.Effect == "") {
@@ -315,7 +331,7 @@ func addDefaultTolerations(pod *corev1.Pod) {
 		}
 		if !tolerated {
 			pod.Spec.Tolerations = append(pod.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
-				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(DefaultTolerationSeconds)})
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(seconds)})
 		}
 	}
 }

@@ -511,24 +511,30 @@ func TestPodDefaultTolerations(t *testing.T) {
 	own := corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(5))}
 	all := corev1.Toleration{Operator: corev1.TolerationOpExists}
 	noSchedule := corev1.Toleration{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}
+	notReady2 := corev1.Toleration{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(2))}
+	unreachable0 := corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(0))}
 	tests := []struct {
 		name     string
 		in, want []corev1.Toleration
+		opts     Options
 	}{
-		{"none", nil, []corev1.Toleration{notReady, unreachable}},
-		{"own unreachable kept", []corev1.Toleration{own}, []corev1.Toleration{own, notReady}},
-		{"tolerates everything", []corev1.Toleration{all}, []corev1.Toleration{all}},
-		{"a NoSchedule toleration does not count", []corev1.Toleration{noSchedule}, []corev1.Toleration{noSchedule, notReady, unreachable}},
+		{"none", nil, []corev1.Toleration{notReady, unreachable}, Options{}},
+		{"own unreachable kept", []corev1.Toleration{own}, []corev1.Toleration{own, notReady}, Options{}},
+		{"tolerates everything", []corev1.Toleration{all}, []corev1.Toleration{all}, Options{}},
+		{"a NoSchedule toleration does not count", []corev1.Toleration{noSchedule}, []corev1.Toleration{noSchedule, notReady, unreachable}, Options{}},
+		{"configured seconds", nil, []corev1.Toleration{notReady2, unreachable0}, Options{NotReadyTolerationSeconds: ptrTo(int64(2)), UnreachableTolerationSeconds: ptrTo(int64(0))}},
+		{"configured seconds keep the pod's own", []corev1.Toleration{own}, []corev1.Toleration{own, notReady2}, Options{NotReadyTolerationSeconds: ptrTo(int64(2)), UnreachableTolerationSeconds: ptrTo(int64(0))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := newPod()
 			pod.Spec.Tolerations = tt.in
-			podStrategy{}.PrepareForCreate(pod)
+			s := newPodStrategy(tt.opts)
+			s.PrepareForCreate(pod)
 			if !reflect.DeepEqual(pod.Spec.Tolerations, tt.want) {
 				t.Errorf("tolerations\n got %+v\nwant %+v", pod.Spec.Tolerations, tt.want)
 			}
-			if errs := (podStrategy{}).ValidateCreate(pod); len(errs) > 0 {
+			if errs := s.ValidateCreate(pod); len(errs) > 0 {
 				t.Errorf("invalid: %v", errs)
 			}
 		})
