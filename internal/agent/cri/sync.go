@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,10 +72,9 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		}
 	}
 	// run decides what to do with one container: start it for the first
-	// time, restart it after its back-off, or leave it. It reports whether
-	// the container is (now) running.
+	// time, restart it after its back-off, or leave it.
 	var errs []error
-	run := func(c *corev1.Container, mayRestart bool) bool {
+	run := func(c *corev1.Container) {
 		list := byName[c.Name]
 		var cur *runtimeapi.ContainerStatus
 		if len(list) > 0 {
@@ -83,26 +83,23 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		switch {
 		case cur == nil:
 		case cur.State == runtimeapi.ContainerState_CONTAINER_RUNNING:
-			return true
+			return
 		case cur.State == runtimeapi.ContainerState_CONTAINER_CREATED:
 			// created but never started (the agent stopped in between)
 			changed = true
 			if _, err := r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cur.Id}); err != nil {
 				errs = append(errs, fmt.Errorf("start container %s of pod %s/%s: %w", c.Name, p.Namespace, p.Name, err))
-				return false
 			}
-			return true
-		case !mayRestart:
-			return false
+			return
 		default: // exited
 			if !agent.ShouldRestart(p.Spec.RestartPolicy, cur.ExitCode) {
-				return false
+				return
 			}
 			delay := agent.RestartBackoff(int32(cur.Metadata.Attempt))
 			if until := time.Unix(0, cur.FinishedAt).Add(delay); now.Before(until) {
 				waiting[c.Name] = agent.CrashLoopBackOff(p, c.Name, delay)
 				wake(until.Sub(now))
-				return false
+				return
 			}
 		}
 		attempt := uint32(0)
@@ -118,14 +115,12 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			for _, old := range list[min(1, len(list)):] {
 				_, _ = r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old.Id})
 			}
-			return true
-		case asWaiting(err, &we):
+		case errors.As(err, &we):
 			waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: we.reason, Message: we.message}
 			wake(agent.RestartBackoffBase)
 		default:
 			errs = append(errs, err)
 		}
-		return false
 	}
 	initialized := true
 	for i := range p.Spec.InitContainers {
@@ -139,12 +134,12 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			p.Spec.RestartPolicy == corev1.RestartPolicyNever {
 			break // the pod has failed
 		}
-		run(c, true)
+		run(c)
 		break
 	}
 	if initialized {
 		for i := range p.Spec.Containers {
-			run(&p.Spec.Containers[i], true)
+			run(&p.Spec.Containers[i])
 		}
 	}
 	// read back what the runtime has now
@@ -186,14 +181,6 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		return st, errs[0]
 	}
 	return st, nil
-}
-
-func asWaiting(err error, we **waitingError) bool {
-	w, ok := err.(*waitingError)
-	if ok {
-		*we = w
-	}
-	return ok
 }
 
 func findContainer(cs []agent.ContainerStatus, name string) *agent.ContainerStatus {
