@@ -93,6 +93,10 @@ type ContainerStatus struct {
 	Waiting *corev1.ContainerStateWaiting
 	// User is the identity the container's process runs as.
 	User *corev1.ContainerUser
+	// Started and Ready are the results of the container's startup and
+	// readiness probes; nil means it has no such probe, so a running
+	// container counts as started and ready.
+	Started, Ready *bool
 }
 
 // Back-off of container restarts, as the kubelet's: 10 s doubling up to

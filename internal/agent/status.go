@@ -280,15 +280,22 @@ func containerStatuses(containers []corev1.Container, rs *PodStatus, previous []
 			st.AllocatedResources = c.Resources.Requests.DeepCopy()
 			st.User = r.User.DeepCopy()
 		}
-		// readiness: probes are not run yet, so a running container that
-		// has started is ready (as upstream with no readiness probe)
+		// a running container has started and is ready unless its
+		// startup or readiness probe says otherwise
 		started := st.State.Running != nil
+		ready := started
+		if r := runtimeContainer(rs, c.Name); r != nil && started {
+			if r.Started != nil {
+				started = *r.Started
+			}
+			ready = started && (r.Ready == nil || *r.Ready)
+		}
 		st.Started = &started
 		switch {
 		case isInit && !isRestartableInit(c):
 			st.Ready = st.State.Terminated != nil && st.State.Terminated.ExitCode == 0
 		default:
-			st.Ready = started
+			st.Ready = ready
 		}
 		out = append(out, st)
 	}

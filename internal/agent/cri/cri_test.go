@@ -213,6 +213,7 @@ func TestCRI(t *testing.T) {
 	t.Run("WaitingReasons", h.waitingReasons)
 	t.Run("PodIPAndHostPort", h.podIPAndHostPort)
 	t.Run("Volumes", h.volumes)
+	t.Run("Probes", h.probes)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
 }
 
@@ -402,16 +403,7 @@ func (h *harness) runPod(t *testing.T, pod *corev1.Pod, what string, cond func(*
 		zero := int64(0)
 		_ = h.cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	})
-	var got *corev1.Pod
-	controllertest.Eventually(t, what, func() (bool, string) {
-		p, err := h.cs.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		got = p
-		return cond(p), fmt.Sprintf("phase %s init %+v containers %+v", p.Status.Phase, p.Status.InitContainerStatuses, p.Status.ContainerStatuses)
-	})
-	return got
+	return h.waitPod(t, pod.Name, what, cond)
 }
 
 func busybox(name string, script string) corev1.Container {
@@ -660,4 +652,68 @@ func (h *harness) volumes(t *testing.T) {
 		_, err := os.Stat(filepath.Join(h.dir, "volumes", string(p.UID)))
 		return errors.Is(err, os.ErrNotExist), fmt.Sprint(err)
 	})
+}
+
+// probes flips readiness with an exec readiness probe and restarts a
+// container whose liveness probe fails.
+func (h *harness) probes(t *testing.T) {
+	ctx := context.Background()
+	execProbe := func(cmd string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", cmd}}},
+			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 5}
+	}
+	c := busybox("app", "touch /tmp/alive; exec sleep 3600")
+	c.ReadinessProbe = execProbe("test -f /tmp/ready")
+	c.LivenessProbe = execProbe("test -f /tmp/alive")
+	grace := int64(1)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probed"}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace,
+		Containers: []corev1.Container{c}}}
+	ready := func(want bool) func(p *corev1.Pod) bool {
+		return func(p *corev1.Pod) bool {
+			return p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].Ready == want &&
+				podCondition(p, corev1.PodReady) == want
+		}
+	}
+	p := h.runPod(t, pod, "running, not ready", ready(false))
+	run := func(script string) {
+		id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")
+		if _, err := h.cri.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", script}, Timeout: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("touch /tmp/ready")
+	h.waitPod(t, "probed", "ready", ready(true))
+	run("rm /tmp/ready")
+	h.waitPod(t, "probed", "not ready again", ready(false))
+	run("rm /tmp/alive")
+	p = h.waitPod(t, "probed", "restarted after failing its liveness probe", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	if last := p.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil || last.ExitCode == 0 {
+		t.Errorf("lastState %+v, want the killed attempt", p.Status.ContainerStatuses[0].LastTerminationState)
+	}
+}
+
+func podCondition(p *corev1.Pod, t corev1.PodConditionType) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == t {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitPod waits until cond holds for the pod.
+func (h *harness) waitPod(t *testing.T, name, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var got *corev1.Pod
+	controllertest.Eventually(t, what, func() (bool, string) {
+		p, err := h.cs.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		got = p
+		return cond(p), fmt.Sprintf("phase %s conditions %+v containers %+v", p.Status.Phase, p.Status.Conditions, p.Status.ContainerStatuses)
+	})
+	return got
 }

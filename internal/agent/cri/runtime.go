@@ -79,6 +79,8 @@ type Runtime struct {
 	rt   runtimeapi.RuntimeServiceClient
 	img  runtimeapi.ImageServiceClient
 
+	probes *prober
+
 	mu        sync.Mutex
 	podCIDR   string
 	volumesAt map[types.UID]time.Time // when each pod's volumes were last written
@@ -109,6 +111,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "cri"), conn: conn, volumesAt: map[types.UID]time.Time{},
 		rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
+	r.probes = newProber(r)
 	if cfg.PodCIDR != "" {
 		if err := r.UpdatePodCIDR(cfg.PodCIDR); err != nil {
 			conn.Close()
@@ -207,6 +210,7 @@ func (r *Runtime) containers(ctx context.Context, sandboxID string) ([]*runtimea
 // with the grace period, then its sandboxes (which releases the pod's IP).
 // The sandboxes stay until ForgetPod, so their containers' logs do too.
 func (r *Runtime) KillPod(ctx context.Context, p *corev1.Pod, grace time.Duration) (*agent.PodStatus, error) {
+	r.probes.forget(p.UID)
 	sbs, err := r.sandboxes(ctx, p.UID)
 	if err != nil {
 		return nil, err
@@ -263,6 +267,7 @@ func (r *Runtime) stopSandbox(ctx context.Context, id string, grace time.Duratio
 // ForgetPod implements agent.Runtime: it removes the pod's sandboxes with
 // their containers and logs, and its volumes.
 func (r *Runtime) ForgetPod(ctx context.Context, uid types.UID) error {
+	r.probes.forget(uid)
 	sbs, err := r.sandboxes(ctx, uid)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -153,17 +154,24 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 	if podDone(p, byName) {
 		// as the kubelet: a pod that has finished gives back its sandbox
 		// and IP; its containers and logs stay until it is deleted
+		r.probes.forget(p.UID)
 		if _, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.id}); err != nil {
 			return st, fmt.Errorf("stop sandbox of finished pod %s/%s: %w", p.Namespace, p.Name, err)
 		}
 		st.SandboxReady = false
 		return st, nil
 	}
+	podIP := ""
+	if len(st.IPs) > 0 {
+		podIP = st.IPs[0]
+	}
+	r.probes.sync(p, cs, podIP)
 	for i := range st.Containers {
 		c := &st.Containers[i]
 		if w := waiting[c.Name]; w != nil {
 			c.Waiting = w
 		}
+		c.Started, c.Ready = r.probes.results(strings.TrimPrefix(c.ID, "containerd://"))
 		if c.State == agent.ContainerRunning || c.State == agent.ContainerCreated {
 			wake(pollInterval)
 		}
