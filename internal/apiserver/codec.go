@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 )
 
 // Media types the server speaks.
@@ -43,6 +44,7 @@ func newScheme() (*runtime.Scheme, error) {
 		metav1beta1.AddMetaToScheme,
 		apidiscoveryv2.AddToScheme,
 		apidiscoveryv2beta1.AddToScheme,
+		metricsv1beta1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			return nil, fmt.Errorf("build scheme: %w", err)

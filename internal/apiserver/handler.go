@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
 )
@@ -266,6 +267,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	}
 	if ri.name == "" && ri.resource == "" {
 		s.writeError(w, r, apierrors.NewNotFound(schema.GroupResource{}, ""))
+		return
+	}
+	if ri.group == metricsv1beta1.GroupName {
+		s.serveResourceMetrics(w, r, ri)
 		return
 	}
 	h := s.handlers[schema.GroupVersionResource{Group: ri.group, Version: ri.version, Resource: ri.resource}]

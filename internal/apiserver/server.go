@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
+	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
 	"github.com/skiff-sh/skiff/internal/store"
@@ -57,6 +58,9 @@ type Config struct {
 	// WatchHistory is how many recent events each resource's watch cache
 	// keeps for watches that resume from an older version (default 10000).
 	WatchHistory int
+	// ResourceMetricsTTL is how long the metrics API (metrics.k8s.io)
+	// serves a usage figure its agent has not renewed (default 2m).
+	ResourceMetricsTTL time.Duration
 	// Logger receives the server's logs.
 	Logger *slog.Logger
 }
@@ -72,6 +76,7 @@ type Server struct {
 	caches   map[schema.GroupResource]*watchCache
 	groups   []groupVersion
 	metrics  *metrics
+	usage    *resourceMetrics
 	ready    chan struct{}
 	addr     string
 	mu       sync.Mutex
@@ -105,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 		handlers: map[schema.GroupVersionResource]*resourceHandler{},
 		byGR:     map[schema.GroupResource]*resourceHandler{},
 		caches:   map[schema.GroupResource]*watchCache{},
-		ready:    make(chan struct{})}
+		ready:    make(chan struct{}), usage: newResourceMetrics(cfg.ResourceMetricsTTL)}
 	s.metrics = newMetrics(cfg.Metrics)
 	gvIndex := map[schema.GroupVersion]int{}
 	// storage resources first, so that converted resources find their cache
@@ -145,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.groups[i].resources = append(s.groups[i].resources, r)
 	}
+	s.groups = append(s.groups, groupVersion{gv: metricsv1beta1.SchemeGroupVersion, resources: metricsResources()})
 	return s, nil
 }
 
