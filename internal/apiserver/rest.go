@@ -446,6 +446,11 @@ func (h *resourceHandler) create(ctx context.Context, r *http.Request, ri reques
 	// theirs: a kubelet registers with its status).
 	h.r.Strategy.Default(obj)
 	h.r.Strategy.PrepareForCreate(obj)
+	if h.gr == podsGR {
+		if err := h.s.admitPodPriority(ctx, obj); err != nil {
+			return nil, nil, err
+		}
+	}
 	errs := h.validateMeta(obj)
 	errs = append(errs, h.r.Strategy.ValidateCreate(obj)...)
 	if len(errs) > 0 {

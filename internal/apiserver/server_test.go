@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/skiff-sh/skiff/internal/apiserver/registry"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/pki"
 	"github.com/skiff-sh/skiff/internal/store"
@@ -35,7 +36,7 @@ func startTestServer(t *testing.T) *testServer {
 	return startTestServerWith(t, 0)
 }
 
-func startTestServerWith(t *testing.T, history int) *testServer {
+func startTestServerWith(t *testing.T, history int, extra ...*registry.Resource) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -57,7 +58,7 @@ func startTestServerWith(t *testing.T, history int) *testServer {
 		t.Fatal(err)
 	}
 	s, err := New(Config{Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
-		Resources: core.Resources(), Logger: log, WatchHistory: history,
+		Resources: append(core.Resources(), extra...), Logger: log, WatchHistory: history,
 		Bootstrap: []runtime.Object{&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -61,12 +61,8 @@ func defaultPod(pod *corev1.Pod) {
 		}
 	}
 	defaultPodSpec(spec)
-	if spec.Priority == nil {
-		spec.Priority = ptrTo(int32(0))
-	}
-	if spec.PreemptionPolicy == nil {
-		spec.PreemptionPolicy = ptrTo(corev1.PreemptLowerPriority)
-	}
+	// spec.priority and spec.preemptionPolicy come from the pod's
+	// PriorityClass at admission (the API server's priority admission).
 	// v1 keeps the singular and plural IP fields in step.
 	if pod.Status.PodIP != "" && len(pod.Status.PodIPs) == 0 {
 		pod.Status.PodIPs = []corev1.PodIP{{IP: pod.Status.PodIP}}
