@@ -67,6 +67,9 @@ type Config struct {
 	// RenewInterval; conditions are computed every StatusInterval and
 	// written when they change or StatusReportInterval has passed.
 	LeaseDuration, RenewInterval, StatusInterval, StatusReportInterval time.Duration
+	// MetricsInterval is how often a runtime that is a StatsProvider has
+	// its usage reported to the metrics API (default 15s; negative: never).
+	MetricsInterval time.Duration
 	// HeartbeatOffset delays the first heartbeat so that many agents in
 	// one process spread their writes over the interval.
 	HeartbeatOffset time.Duration
@@ -95,6 +98,8 @@ type Agent struct {
 	podCIDR         string
 	lastNodeRead    time.Time
 	pods            *podState
+	src             *PodSource
+	nextMetrics     time.Time
 }
 
 // New checks cfg and fills its defaults.
@@ -139,8 +144,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	for p, d := range map[*time.Duration]time.Duration{&cfg.LeaseDuration: DefaultLeaseDuration,
 		&cfg.RenewInterval: DefaultRenewInterval, &cfg.StatusInterval: DefaultStatusInterval,
-		&cfg.StatusReportInterval: DefaultStatusReportInterval} {
-		if *p <= 0 {
+		&cfg.StatusReportInterval: DefaultStatusReportInterval, &cfg.MetricsInterval: DefaultMetricsInterval} {
+		if *p == 0 || *p < 0 && p != &cfg.MetricsInterval {
 			*p = d
 		}
 	}
@@ -204,6 +209,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	src.add(a)
 	defer src.remove(a)
+	a.mu.Lock()
+	a.src = src
+	a.mu.Unlock()
 	close(a.ready)
 	a.log.Info("node registered", "runtime", version)
 	wg.Add(1)
@@ -379,6 +387,12 @@ func (a *Agent) refreshPodCIDR(ctx context.Context) bool {
 	return n.Spec.PodCIDR != "" && n.Spec.PodCIDR != before
 }
 
+// reportsStats says whether the agent reports usage to the metrics API.
+func (a *Agent) reportsStats() bool {
+	_, ok := a.rt.(StatsProvider)
+	return ok && a.cfg.MetricsInterval > 0
+}
+
 // PodCIDRUpdater is implemented by runtimes that give pods IPs from the
 // node's spec.podCIDR (the kubelet's UpdateRuntimeConfig).
 type PodCIDRUpdater interface {
@@ -394,11 +408,16 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-a.clock.After(a.cfg.HeartbeatOffset):
 		}
 	}
-	t := a.clock.NewTicker(min(a.cfg.RenewInterval, a.cfg.StatusInterval))
+	tick := min(a.cfg.RenewInterval, a.cfg.StatusInterval)
+	if a.reportsStats() {
+		tick = min(tick, a.cfg.MetricsInterval)
+	}
+	t := a.clock.NewTicker(tick)
 	defer t.Stop()
 	a.mu.Lock()
 	a.nextRenew = a.clock.Now().Add(a.cfg.RenewInterval)
 	a.nextStatus = a.clock.Now().Add(a.cfg.StatusInterval)
+	a.nextMetrics = a.clock.Now().Add(a.cfg.MetricsInterval)
 	a.mu.Unlock()
 	for {
 		select {
@@ -415,11 +434,15 @@ func (a *Agent) beat(ctx context.Context) {
 	now := a.clock.Now()
 	a.mu.Lock()
 	renew, status := !now.Before(a.nextRenew), !now.Before(a.nextStatus)
+	stats := a.reportsStats() && !now.Before(a.nextMetrics)
 	if renew {
 		a.nextRenew = now.Add(a.cfg.RenewInterval)
 	}
 	if status {
 		a.nextStatus = now.Add(a.cfg.StatusInterval)
+	}
+	if stats {
+		a.nextMetrics = now.Add(a.cfg.MetricsInterval)
 	}
 	a.mu.Unlock()
 	if renew {
@@ -430,6 +453,11 @@ func (a *Agent) beat(ctx context.Context) {
 	if status {
 		if err := a.syncNodeStatus(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("updating node status failed", "err", err)
+		}
+	}
+	if stats {
+		if err := a.reportStats(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("reporting usage to the metrics API failed", "err", err)
 		}
 	}
 }

@@ -38,6 +38,9 @@ type Config struct {
 	// RenewInterval, StatusInterval, StatusReportInterval and
 	// LeaseDuration tune heartbeats (0: the agent's defaults).
 	RenewInterval, StatusInterval, StatusReportInterval, LeaseDuration time.Duration
+	// MetricsInterval is how often each node reports its pods' simulated
+	// usage to the metrics API (0: the agent's default; negative: never).
+	MetricsInterval time.Duration
 	// Logger receives the nodes' logs.
 	Logger *slog.Logger
 }
@@ -95,6 +98,7 @@ func New(cfg Config) (*Nodes, error) {
 			},
 			LeaseDuration: cfg.LeaseDuration, RenewInterval: cfg.RenewInterval,
 			StatusInterval: cfg.StatusInterval, StatusReportInterval: cfg.StatusReportInterval,
+			MetricsInterval: cfg.MetricsInterval,
 			// spread the heartbeats of all nodes over one interval
 			HeartbeatOffset: time.Duration(int64(cfg.RenewInterval) * int64(i) / int64(cfg.Nodes)),
 			Logger:          cfg.Logger,

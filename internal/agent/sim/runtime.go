@@ -7,6 +7,8 @@
 //
 //	sim.skiff.dev/exit-after: 2s   app containers exit 2 s after they start
 //	sim.skiff.dev/exit-code: "1"   ... with this exit code (default 0)
+//	sim.skiff.dev/cpu-usage: 250m  each running app container uses 250m CPU (default 1m)
+//	sim.skiff.dev/memory-usage: 64Mi  ... and 64Mi of memory (default 4Mi)
 //
 // Exited containers restart as the pod's restartPolicy says, with the
 // kubelet's back-off (CrashLoopBackOff).
@@ -38,7 +40,7 @@ const (
 )
 
 // Runtime is the simulated runtime of one node. It implements
-// agent.Runtime and agent.PodCIDRUpdater.
+// agent.Runtime, agent.PodCIDRUpdater and agent.StatsProvider.
 type Runtime struct {
 	clock clock.Clock
 
