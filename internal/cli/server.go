@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
+	"github.com/skiff-sh/skiff/internal/controller/manager"
+	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
 	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
 	"github.com/skiff-sh/skiff/internal/server"
 )
@@ -26,6 +28,13 @@ type serverFlags struct {
 	nodeMonitorGrace          time.Duration
 	notReadyTolerationSeconds int64
 	unreachableTolSeconds     int64
+
+	// leader election and node IPAM
+	leaseDuration, renewDeadline time.Duration
+	retryPeriod                  time.Duration
+	identity                     string
+	clusterCIDR                  string
+	nodeCIDRMaskSize             int
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
@@ -43,6 +52,12 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.DurationVar(&f.nodeMonitorGrace, "node-monitor-grace-period", nodelifecycle.DefaultGracePeriod, "how long a node may go without heartbeating before it is marked unreachable")
 	fs.Int64Var(&f.notReadyTolerationSeconds, "default-not-ready-toleration-seconds", core.DefaultTolerationSeconds, "tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to pods that have none")
 	fs.Int64Var(&f.unreachableTolSeconds, "default-unreachable-toleration-seconds", core.DefaultTolerationSeconds, "tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to pods that have none")
+	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", manager.DefaultLeaseDuration, "controller-manager and scheduler Leases: how long a Lease is valid without renewal; after a leader dies, another server takes over this long after its last renewal")
+	fs.DurationVar(&f.renewDeadline, "leader-elect-renew-deadline", manager.DefaultRenewDeadline, "how long a leader tries to renew its Lease before it stops acting (less than the lease duration)")
+	fs.DurationVar(&f.retryPeriod, "leader-elect-retry-period", manager.DefaultRetryPeriod, "how often to try to acquire or renew a Lease (less than the renew deadline)")
+	fs.StringVar(&f.identity, "leader-elect-identity", "", "name of this server in the Leases; unique per server (default hostname_uuid)")
+	fs.StringVar(&f.clusterCIDR, "cluster-cidr", nodeipam.DefaultClusterCIDR, "range the pod CIDRs of nodes are cut from")
+	fs.IntVar(&f.nodeCIDRMaskSize, "node-cidr-mask-size", nodeipam.DefaultNodeMaskSize, "prefix length of each node's pod CIDR (the cluster CIDR holds 2^(this - its length) nodes)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
@@ -55,6 +70,8 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 		DataDir: f.dataDir, Listen: f.listen, Hosts: splitList(f.hosts),
 		EtcdEndpoints: splitList(f.etcdEndpoints), EtcdCAFile: f.etcdCA, EtcdCertFile: f.etcdCert, EtcdKeyFile: f.etcdKey,
 		DisableScheduler: f.disableScheduler, DisableControllerManager: f.disableControllerManager, SchedulerConfigFile: f.schedulerConfig,
+		LeaseDuration: f.leaseDuration, RenewDeadline: f.renewDeadline, RetryPeriod: f.retryPeriod, Identity: f.identity,
+		ClusterCIDR: f.clusterCIDR, NodeCIDRMaskSize: f.nodeCIDRMaskSize,
 		NodeMonitorGracePeriod:           f.nodeMonitorGrace,
 		DefaultNotReadyTolerationSeconds: &f.notReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: &f.unreachableTolSeconds,
 		SkiffVersion: Version, Logger: log,

@@ -54,6 +54,9 @@ type Config struct {
 	LeaseName      string
 	// Identity names this instance in the Lease; default hostname + random.
 	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the election
+	// (zero: upstream's 15s, 10s and 2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 
 	// Logger receives the scheduler's logs; default slog.Default().
 	Logger *slog.Logger

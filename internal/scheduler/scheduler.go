@@ -84,6 +84,12 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.LeaseName == "" {
 		cfg.LeaseName = DefaultLeaseName
 	}
+	for p, d := range map[*time.Duration]time.Duration{&cfg.LeaseDuration: 15 * time.Second,
+		&cfg.RenewDeadline: 10 * time.Second, &cfg.RetryPeriod: 2 * time.Second} {
+		if *p == 0 {
+			*p = d
+		}
+	}
 	if cfg.Identity == "" {
 		host, _ := os.Hostname()
 		cfg.Identity = host + "_" + string(uuid.NewUUID())
@@ -191,7 +197,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: lock, Name: s.cfg.LeaseName, ReleaseOnCancel: true,
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				defer close(done)

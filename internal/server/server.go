@@ -50,8 +50,16 @@ type Config struct {
 	// SchedulerConfigFile is the scheduler's configuration file, if any.
 	SchedulerConfigFile string
 	// LeaseDuration, RenewDeadline and RetryPeriod time the leader
-	// elections of the controller manager (zero: upstream's 15s/10s/2s).
+	// elections of the controller manager and the scheduler (zero:
+	// upstream's 15s/10s/2s).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// Identity names this server in the controller-manager and scheduler
+	// Leases (empty: hostname_uuid, new at each start).
+	Identity string
+	// ClusterCIDR is the range node IPAM cuts pod CIDRs of
+	// NodeCIDRMaskSize bits from (zero: 10.42.0.0/16 and 24).
+	ClusterCIDR      string
+	NodeCIDRMaskSize int
 	// NodeMonitorGracePeriod is how long a node may go without
 	// heartbeating before it is unreachable (zero: upstream's 40s).
 	NodeMonitorGracePeriod time.Duration
@@ -222,6 +230,7 @@ func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCf
 	if !s.cfg.DisableControllerManager {
 		cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
 			LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
+			Identity: s.cfg.Identity, ClusterCIDR: s.cfg.ClusterCIDR, NodeCIDRMaskSize: s.cfg.NodeCIDRMaskSize,
 			NodeMonitorGracePeriod: s.cfg.NodeMonitorGracePeriod})
 		if err != nil {
 			return err
@@ -242,7 +251,9 @@ func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCf
 		defer wg.Done()
 		s.keepRunning(ctx, "scheduler", func(ctx context.Context) error {
 			sch, err := scheduler.New(scheduler.Config{RestConfig: restCfg, ConfigFile: s.cfg.SchedulerConfigFile,
-				LeaderElect: true, Logger: s.log.With("component", "scheduler"), Metrics: reg})
+				LeaderElect: true, Identity: s.cfg.Identity,
+				LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
+				Logger: s.log.With("component", "scheduler"), Metrics: reg})
 			if err != nil {
 				return err
 			}
