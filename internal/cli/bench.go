@@ -14,12 +14,14 @@ var Commit = "unknown"
 
 func runBench(ctx context.Context, e *env, args []string) error {
 	scenarios := map[string]func(context.Context, *env, []string) (bench.Result, error){
-		"api":       benchAPI,
-		"startup":   benchStartup,
-		"scheduler": benchScheduler,
+		"api":         benchAPI,
+		"startup":     benchStartup,
+		"scheduler":   benchScheduler,
+		"failover":    benchFailover,
+		"controllers": benchControllers,
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
+		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, controllers, failover, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
 		}
@@ -27,7 +29,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	run, ok := scenarios[args[0]]
 	if !ok {
-		return usageError{fmt.Errorf("unknown scenario %q (have: api, scheduler, startup)", args[0])}
+		return usageError{fmt.Errorf("unknown scenario %q (have: api, controllers, failover, scheduler, startup)", args[0])}
 	}
 	res, err := run(ctx, e, args[1:])
 	if err != nil {
@@ -111,4 +113,65 @@ Workloads:
 	}
 	cfg.Progress = e.stderr
 	return bench.Scheduler(ctx, cfg)
+}
+
+func benchFailover(ctx context.Context, e *env, args []string) (bench.Result, error) {
+	var cfg bench.FailoverConfig
+	var asJSON bool
+	fs := newFlagSet(e, "bench failover", `
+Start an external etcd (Debian's etcd on PATH) and --servers 'skiff server'
+processes that share it, each with its own data dir, port and CA. Each round
+kills the controller-manager leader (the holder of the Lease
+kube-system/skiff-controller-manager) with SIGKILL, creates a ReplicaSet
+through a surviving server and measures the time until the Lease has a new
+holder (lease_handover_ms) and until the ReplicaSet's pod exists, created by
+the new leader's controllers (failover_ms); then it restarts the killed
+server. Prints the median and maximum over --rounds.
+
+A dead leader's Lease expires --lease-duration after its last renewal, so
+failover takes at least that long. A shorter lease costs more Lease writes
+(one per retry period per component) and makes a slow leader (a renewal
+that takes longer than --renew-deadline) give up leadership sooner.`,
+		`  skiff bench failover --json
+  skiff bench failover --servers 2 --rounds 10 --lease-duration 4s --renew-deadline 3s --retry-period 500ms`)
+	fs.IntVar(&cfg.Servers, "servers", 3, "number of server processes (at least 2)")
+	fs.IntVar(&cfg.Rounds, "rounds", 5, "number of times the leader is killed")
+	fs.DurationVar(&cfg.LeaseDuration, "lease-duration", bench.FailoverLeaseDuration, "the servers' --leader-elect-lease-duration")
+	fs.DurationVar(&cfg.RenewDeadline, "renew-deadline", bench.FailoverRenewDeadline, "the servers' --leader-elect-renew-deadline")
+	fs.DurationVar(&cfg.RetryPeriod, "retry-period", bench.FailoverRetryPeriod, "the servers' --leader-elect-retry-period")
+	fs.DurationVar(&cfg.Timeout, "timeout", time.Minute, "how long to wait for a server to start and for a failover")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	if err := parse(fs, args); err != nil {
+		return bench.Result{}, err
+	}
+	cfg.Progress = e.stderr
+	return bench.Failover(ctx, cfg)
+}
+
+func benchControllers(ctx context.Context, e *env, args []string) (bench.Result, error) {
+	var cfg bench.ControllersConfig
+	var asJSON bool
+	fs := newFlagSet(e, "bench controllers", `
+Start 'skiff server' (embedded etcd, controllers, scheduler) and
+'skiff agent --runtime=sim --nodes N' as child processes in a temporary
+directory, wait until the nodes are Ready, create --deployments Deployments
+of --replicas pods each, and measure the time from the first create until
+every pod is Running (all_running_s); then the server's CPU (cp_cpu_percent,
+of one core) and RSS (cp_rss_mib) over --steady, and the agent's. Progress
+goes to stderr; one JSON object with --json.`,
+		`  skiff bench controllers --json
+  skiff bench controllers --nodes 100 --deployments 30 --replicas 100`)
+	fs.IntVar(&cfg.Nodes, "nodes", 1000, "number of simulated nodes")
+	fs.IntVar(&cfg.Deployments, "deployments", 300, "number of Deployments")
+	fs.IntVar(&cfg.Replicas, "replicas", 100, "replicas of each Deployment")
+	fs.DurationVar(&cfg.Steady, "steady", 30*time.Second, "how long CPU is measured once all pods run")
+	fs.StringVar(&cfg.ClusterCIDR, "cluster-cidr", "", "the server's --cluster-cidr (default: 10.42.0.0/16 up to 256 nodes, else 10.0.0.0/N with a /24 per node)")
+	fs.Float64Var(&cfg.AgentQPS, "agent-qps", 0, "the agent's --kube-api-qps (0: its default for the number of nodes)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "how long to wait for the nodes and for all pods to run")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	if err := parse(fs, args); err != nil {
+		return bench.Result{}, err
+	}
+	cfg.Progress = e.stderr
+	return bench.Controllers(ctx, cfg)
 }
