@@ -596,7 +596,7 @@ spec:
 func (c *cluster) cascadingDelete(t *testing.T, k framework.Kubectl) {
 	ns := c.namespace(t, k, "gc")
 	for _, name := range []string{"bg", "fg", "orphan"} {
-		c.apply(t, k, ns, deploymentManifest(name, 2, imageA, ""))
+		c.kubectl(t, k, ns, "create", "deployment", name, "--image="+imageA, "--replicas=2")
 	}
 	for _, name := range []string{"bg", "fg", "orphan"} {
 		c.kubectl(t, k, ns, "rollout", "status", "deploy/"+name, "--timeout=90s")
