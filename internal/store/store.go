@@ -429,3 +429,93 @@ func (s *Store) observe(op string, start time.Time) {
 		s.cfg.Observe(op, time.Since(start))
 	}
 }
+
+// OpType is the kind of one operation of a transaction.
+type OpType int
+
+// Operation types of Txn.
+const (
+	// OpCreate stores a value at a key that must not exist.
+	OpCreate OpType = iota
+	// OpUpdate replaces a value whose modification revision must be Rev.
+	OpUpdate
+	// OpDelete removes a key whose modification revision must be Rev.
+	OpDelete
+	// OpRemove removes a key whatever it holds (nothing when it is absent).
+	OpRemove
+)
+
+// Op is one operation of a transaction.
+type Op struct {
+	Type  OpType
+	Key   string
+	Value []byte
+	Rev   int64
+}
+
+// TxnError tells which operation of a failed transaction failed its
+// condition; it unwraps to ErrExists, ErrConflict or ErrNotFound.
+type TxnError struct {
+	Index int
+	Key   string
+	Err   error
+}
+
+func (e *TxnError) Error() string {
+	return fmt.Sprintf("transaction operation %d on %s: %v", e.Index, e.Key, e.Err)
+}
+
+func (e *TxnError) Unwrap() error { return e.Err }
+
+// Txn applies all ops atomically, or none when a condition fails, and
+// returns the new revision. Ops must name distinct keys.
+func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
+	defer s.observe("txn", time.Now())
+	var cmps []clientv3.Cmp
+	var then, els []clientv3.Op
+	var checked []int
+	for i, op := range ops {
+		switch op.Type {
+		case OpCreate:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", 0))
+			then = append(then, clientv3.OpPut(op.Key, string(op.Value)))
+		case OpUpdate:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+			then = append(then, clientv3.OpPut(op.Key, string(op.Value)))
+		case OpDelete:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+			then = append(then, clientv3.OpDelete(op.Key))
+		case OpRemove:
+			then = append(then, clientv3.OpDelete(op.Key))
+			continue
+		default:
+			return 0, fmt.Errorf("txn: unknown operation type %d", op.Type)
+		}
+		els = append(els, clientv3.OpGet(op.Key, clientv3.WithKeysOnly()))
+		checked = append(checked, i)
+	}
+	resp, err := s.client.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("txn: %w", err)
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	for j, i := range checked {
+		op := ops[i]
+		var cur int64
+		if r := resp.Responses[j].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+			cur = r.Kvs[0].ModRevision
+		}
+		switch {
+		case op.Type == OpCreate && cur != 0:
+			return 0, &TxnError{Index: i, Key: op.Key, Err: ErrExists}
+		case op.Type != OpCreate && cur == 0:
+			return 0, &TxnError{Index: i, Key: op.Key, Err: ErrNotFound}
+		case op.Type != OpCreate && cur != op.Rev:
+			return 0, &TxnError{Index: i, Key: op.Key, Err: ErrConflict}
+		}
+	}
+	// a key changed between the transaction and its reads: report a conflict
+	return 0, &TxnError{Index: -1, Err: ErrConflict}
+}
