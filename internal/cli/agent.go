@@ -220,7 +220,9 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	} else {
 		defer unregister()
 	}
-	rt, err := cri.New(cri.Config{Endpoint: endpoint, CNIConfDir: cniConfDir, CNIDataDir: filepath.Join(dataDir, "cni"),
+	recorder, stopEvents := cri.NewRecorder(ctx, client, name)
+	defer stopEvents()
+	rt, err := cri.New(cri.Config{Endpoint: endpoint, Recorder: recorder, CNIConfDir: cniConfDir, CNIDataDir: filepath.Join(dataDir, "cni"),
 		PodCIDR: f.podCIDR, PodLogDir: filepath.Join(dataDir, "pods"), VolumeDir: filepath.Join(dataDir, "volumes"),
 		Client: client, Logger: log})
 	if err != nil {

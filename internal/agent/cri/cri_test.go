@@ -231,7 +231,8 @@ type harness struct {
 // returned function stops it (and may be called more than once).
 func (h *harness) startAgent(t *testing.T) (stop func()) {
 	t.Helper()
-	rt, err := cri.New(cri.Config{Endpoint: h.ctrd.Endpoint(), CNIConfDir: h.ctrd.CNIConfDir(),
+	recorder, stopEvents := cri.NewRecorder(context.Background(), h.cs, nodeName)
+	rt, err := cri.New(cri.Config{Endpoint: h.ctrd.Endpoint(), Recorder: recorder, CNIConfDir: h.ctrd.CNIConfDir(),
 		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), VolumeDir: filepath.Join(h.dir, "volumes"), HostIPs: []string{"127.0.0.1"}, Client: h.cs, Logger: controllertest.Logger()})
 	if err != nil {
 		t.Fatal(err)
@@ -257,6 +258,7 @@ func (h *harness) startAgent(t *testing.T) (stop func()) {
 				t.Errorf("agent: %v", err)
 			}
 			rt.Close()
+			stopEvents()
 		})
 	}
 }
@@ -692,6 +694,20 @@ func (h *harness) probes(t *testing.T) {
 	if last := p.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil || last.ExitCode == 0 {
 		t.Errorf("lastState %+v, want the killed attempt", p.Status.ContainerStatuses[0].LastTerminationState)
 	}
+	// events say why, as the kubelet's
+	controllertest.Eventually(t, "events", func() (bool, string) {
+		evs, err := h.cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=probed"})
+		if err != nil {
+			return false, err.Error()
+		}
+		seen := map[string]bool{}
+		var all []string
+		for _, e := range evs.Items {
+			seen[e.Reason] = true
+			all = append(all, e.Reason+": "+e.Message)
+		}
+		return seen["Pulled"] && seen["Created"] && seen["Started"] && seen["Unhealthy"] && seen["Killing"], strings.Join(all, "; ")
+	})
 }
 
 func podCondition(p *corev1.Pod, t corev1.PodConditionType) bool {

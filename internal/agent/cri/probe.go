@@ -152,6 +152,7 @@ func (pr *prober) run(ctx context.Context, p *corev1.Pod, c *corev1.Container, i
 		} else {
 			oks, fails = 0, fails+1
 			pr.r.log.Debug("probe failed", "pod", p.Namespace+"/"+p.Name, "container", c.Name, "probe", kind, "err", err)
+			pr.r.event(p, corev1.EventTypeWarning, "Unhealthy", "%s%s probe failed: %v", strings.ToUpper(kind[:1]), kind[1:], err)
 		}
 		ps.mu.Lock()
 		switch kind {
@@ -168,6 +169,7 @@ func (pr *prober) run(ctx context.Context, p *corev1.Pod, c *corev1.Container, i
 		if kind != "readiness" && fails >= failAt {
 			pr.r.log.Info("container failed its probe; stopping it", "pod", p.Namespace+"/"+p.Name,
 				"container", c.Name, "probe", kind, "err", err)
+			pr.r.event(p, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", c.Name, kind)
 			grace := int64(30)
 			if p.Spec.TerminationGracePeriodSeconds != nil {
 				grace = *p.Spec.TerminationGracePeriodSeconds

@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skiff-sh/skiff/internal/agent"
@@ -63,6 +64,9 @@ type Config struct {
 	VolumeDir string
 	// HostIPs are the node's IPs, for the status.hostIP(s) field references.
 	HostIPs []string
+	// Recorder receives the pods' events (Pulled, Created, Started,
+	// Killing, BackOff, Unhealthy, ...), as the kubelet's; nil records none.
+	Recorder record.EventRecorder
 	// Client reads the ConfigMaps and Secrets containers' env refers to;
 	// nil makes such containers fail with CreateContainerConfigError.
 	Client kubernetes.Interface
@@ -119,6 +123,13 @@ func New(cfg Config) (*Runtime, error) {
 		}
 	}
 	return r, nil
+}
+
+// event records an event about the pod.
+func (r *Runtime) event(p *corev1.Pod, typ, reason, format string, args ...any) {
+	if r.cfg.Recorder != nil && p.Name != "" {
+		r.cfg.Recorder.Eventf(p, typ, reason, format, args...)
+	}
 }
 
 // Close closes the connection to the CRI endpoint.
@@ -217,7 +228,7 @@ func (r *Runtime) KillPod(ctx context.Context, p *corev1.Pod, grace time.Duratio
 	}
 	st := &agent.PodStatus{}
 	for i, sb := range sbs {
-		if err := r.stopSandbox(ctx, sb.Id, grace); err != nil {
+		if err := r.stopSandbox(ctx, p, sb.Id, grace); err != nil {
 			return nil, err
 		}
 		if i == 0 {
@@ -233,7 +244,7 @@ func (r *Runtime) KillPod(ctx context.Context, p *corev1.Pod, grace time.Duratio
 
 // stopSandbox stops a sandbox's containers in parallel, each with the
 // grace period, and then the sandbox.
-func (r *Runtime) stopSandbox(ctx context.Context, id string, grace time.Duration) error {
+func (r *Runtime) stopSandbox(ctx context.Context, p *corev1.Pod, id string, grace time.Duration) error {
 	resp, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{
 		Filter: &runtimeapi.ContainerFilter{PodSandboxId: id}})
 	if err != nil {
@@ -244,6 +255,9 @@ func (r *Runtime) stopSandbox(ctx context.Context, id string, grace time.Duratio
 	for i, c := range resp.Containers {
 		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
+		}
+		if p != nil {
+			r.event(p, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.Metadata.Name)
 		}
 		wg.Add(1)
 		go func() {

@@ -99,6 +99,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			delay := agent.RestartBackoff(int32(cur.Metadata.Attempt))
 			if until := time.Unix(0, cur.FinishedAt).Add(delay); now.Before(until) {
 				waiting[c.Name] = agent.CrashLoopBackOff(p, c.Name, delay)
+				r.event(p, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", c.Name, p.Name, p.Namespace, p.UID)
 				wake(until.Sub(now))
 				return
 			}
@@ -284,6 +285,7 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 	}
 	resp, err := r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
+		r.event(p, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		return nil, fmt.Errorf("run sandbox of pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	r.log.Debug("sandbox started", "pod", p.Namespace+"/"+p.Name, "sandbox", resp.PodSandboxId)
@@ -293,7 +295,7 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 // startContainer makes sure the image is there, then creates and starts
 // one attempt of container c.
 func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox, c *corev1.Container, attempt uint32, podIPs []string, volumes map[string]string) error {
-	if err := r.ensureImage(ctx, c); err != nil {
+	if err := r.ensureImage(ctx, p, c); err != nil {
 		return err
 	}
 	cfg, err := containerConfig(ctx, apiRefs{r.cfg.Client}, p, c, attempt, podIPs, r.cfg.HostIPs)
@@ -301,6 +303,7 @@ func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox
 		cfg.Mounts, err = mounts(p, c, volumes)
 	}
 	if err != nil {
+		r.event(p, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return &waitingError{reason: "CreateContainerConfigError", message: err.Error()}
 	}
 	if err := os.MkdirAll(filepath.Join(sb.config.LogDirectory, c.Name), 0o755); err != nil {
@@ -308,17 +311,21 @@ func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox
 	}
 	created, err := r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.id, Config: cfg, SandboxConfig: sb.config})
 	if err != nil {
+		r.event(p, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return &waitingError{reason: "CreateContainerError", message: err.Error()}
 	}
+	r.event(p, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
 	if _, err := r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: created.ContainerId}); err != nil {
+		r.event(p, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return fmt.Errorf("start container %s of pod %s/%s: %w", c.Name, p.Namespace, p.Name, err)
 	}
+	r.event(p, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	r.log.Debug("container started", "pod", p.Namespace+"/"+p.Name, "container", c.Name, "attempt", attempt, "id", created.ContainerId)
 	return nil
 }
 
 // ensureImage pulls the container's image as its imagePullPolicy says.
-func (r *Runtime) ensureImage(ctx context.Context, c *corev1.Container) error {
+func (r *Runtime) ensureImage(ctx context.Context, p *corev1.Pod, c *corev1.Container) error {
 	spec := &runtimeapi.ImageSpec{Image: c.Image}
 	if c.ImagePullPolicy != corev1.PullAlways {
 		st, err := r.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: spec})
@@ -326,16 +333,21 @@ func (r *Runtime) ensureImage(ctx context.Context, c *corev1.Container) error {
 			return fmt.Errorf("status of image %s: %w", c.Image, err)
 		}
 		if st.Image != nil {
+			r.event(p, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
 			return nil
 		}
 		if c.ImagePullPolicy == corev1.PullNever {
-			return &waitingError{reason: "ErrImageNeverPull",
-				message: fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)}
+			msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+			r.event(p, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
+			return &waitingError{reason: "ErrImageNeverPull", message: msg}
 		}
 	}
+	r.event(p, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
 	if _, err := r.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec}); err != nil {
+		r.event(p, corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", c.Image, err)
 		return &waitingError{reason: "ErrImagePull", message: err.Error()}
 	}
+	r.event(p, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q", c.Image)
 	return nil
 }
 
