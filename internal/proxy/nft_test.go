@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// testNetns creates a network namespace for the test and returns its
+// path; it is deleted when the test ends.
+func testNetns(t *testing.T, suffix string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip (iproute2)")
+	}
+	name := fmt.Sprintf("skiff-px-%d-%s", os.Getpid(), suffix)
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return "/run/netns/" + name
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// inNetns runs fn on a thread inside the namespace at path.
+func inNetns(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// podNetwork builds node and pod namespaces joined by a veth pair:
+// node 10.99.0.1, pod 10.99.0.2, and a route for the service range
+// 10.43.0.0/16 inside the node namespace only.
+func podNetwork(t *testing.T) (node, pod string) {
+	node, pod = testNetns(t, "node"), testNetns(t, "pod")
+	nodeName, podName := strings.TrimPrefix(node, "/run/netns/"), strings.TrimPrefix(pod, "/run/netns/")
+	run(t, "ip", "-n", nodeName, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", podName)
+	run(t, "ip", "-n", nodeName, "addr", "add", "10.99.0.1/24", "dev", "veth0")
+	run(t, "ip", "-n", nodeName, "link", "set", "veth0", "up")
+	run(t, "ip", "-n", podName, "addr", "add", "10.99.0.2/24", "dev", "eth0")
+	run(t, "ip", "-n", podName, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", podName, "route", "add", "default", "via", "10.99.0.1")
+	run(t, "ip", "-n", nodeName, "route", "add", "10.43.0.0/16", "dev", "veth0")
+	return node, pod
+}
+
+func serveHTTP(t *testing.T, ns, addr, body string) {
+	t.Helper()
+	var l net.Listener
+	if err := inNetns(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, body)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// get does one HTTP GET inside ns with a fresh connection.
+func get(ns, url string) (string, error) {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNetns(ns, func() (err error) {
+			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func openNS(t *testing.T, path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
+func nftList(t *testing.T, ns string) string {
+	return run(t, "ip", "netns", "exec", strings.TrimPrefix(ns, "/run/netns/"), "nft", "list", "ruleset")
+}
+
+func TestApplierTraffic(t *testing.T) {
+	node, pod := podNetwork(t)
+	serveHTTP(t, pod, "10.99.0.2:8080", "hello from pod")
+	svc := service("web", "10.43.0.10", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	ready := slice("web", "http", 8080, ep("10.99.0.2", "n1", true, false))
+	a := NewApplier(openNS(t, node))
+	t.Cleanup(func() { _ = a.Cleanup() })
+
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(node, "http://10.43.0.10/"); err != nil || body != "hello from pod" {
+		t.Fatalf("through the ClusterIP: %q, %v\n%s", body, err, nftList(t, node))
+	}
+
+	// zero endpoints: refused at once (TCP reset), not a timeout
+	if err := a.Apply(Build([]*corev1.Service{svc}, nil, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := get(node, "http://10.43.0.10/")
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("with no endpoints: %v, want connection refused\n%s", err, nftList(t, node))
+	}
+	t.Logf("refused after %v", time.Since(start))
+
+	// back (incremental), then a new applier on the same table (restart):
+	// reconciles without deleting the table
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(node, "http://10.43.0.10/"); err != nil || body != "hello from pod" {
+		t.Fatalf("after the endpoint came back: %q, %v", body, err)
+	}
+	other := service("other", "10.43.0.11", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	if err := a.Apply(Build([]*corev1.Service{svc, other}, []*discoveryv1.EndpointSlice{ready, slice("other", "http", 8080, ep("10.99.0.2", "n1", true, false))}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	b := NewApplier(openNS(t, node))
+	if err := b.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(node, "http://10.43.0.10/"); err != nil || body != "hello from pod" {
+		t.Fatalf("after a restart: %q, %v", body, err)
+	}
+	rules := nftList(t, node)
+	for _, gone := range []string{"10.43.0.11", chainName("svc", "default/other/TCP/http")} {
+		if strings.Contains(rules, gone) {
+			t.Errorf("after the restart's full sync the table still has %s:\n%s", gone, rules)
+		}
+	}
+	if err := b.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if rules := nftList(t, node); strings.Contains(rules, TableName) {
+		t.Errorf("after Cleanup:\n%s", rules)
+	}
+}
