@@ -755,6 +755,11 @@ func nodeHeartbeatLoss(t *testing.T, k framework.Kubectl) {
 	})
 	t.Logf("heartbeat loss (kill -9 of lost-0's agent) to 3 replacements Running on spare nodes: %s (node-monitor grace period %s, toleration 2s)",
 		time.Since(killed).Round(100*time.Millisecond), grace)
+	for _, p := range c.pods(t, ns, "app=app") {
+		if p.Spec.NodeName == "lost-0" && p.DeletionTimestamp == nil {
+			t.Errorf("pod %s on lost-0 was not evicted", p.Name)
+		}
+	}
 	node, err := c.cs.CoreV1().Nodes().Get(ctxT(t, 10*time.Second), "lost-0", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
