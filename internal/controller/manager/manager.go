@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 
 	"github.com/skiff-sh/skiff/internal/controller/cronjob"
 	"github.com/skiff-sh/skiff/internal/controller/daemonset"
@@ -40,6 +41,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/namespace"
 	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
 	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
+	"github.com/skiff-sh/skiff/internal/controller/podautoscaler"
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
 	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
 	"github.com/skiff-sh/skiff/internal/controller/statefulset"
@@ -70,10 +72,12 @@ const (
 	StatefulSet      = "statefulset"
 	Job              = "job"
 	CronJob          = "cronjob"
+	// HorizontalPodAutoscaling is the HPA controller (autoscaling/v2).
+	HorizontalPodAutoscaling = "horizontalpodautoscaling"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling}
 
 // Config configures the manager.
 type Config struct {
@@ -106,6 +110,10 @@ type Config struct {
 	// negative: no limit).
 	NodeMonitorGracePeriod time.Duration
 	NodeEvictionRate       float64
+	// HPASyncPeriod is how often each HorizontalPodAutoscaler is synced
+	// (default 15s); HPADownscaleStabilization is the scale-down
+	// stabilization window of HPAs whose behavior sets none (default 5m).
+	HPASyncPeriod, HPADownscaleStabilization time.Duration
 	// Logger receives the manager's and controllers' logs.
 	Logger *slog.Logger
 }
@@ -290,6 +298,13 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			c, err = cronjob.New(cronjob.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
 		case Deployment:
 			c, err = deployment.New(deployment.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
+		case HorizontalPodAutoscaling:
+			mc, merr := metricsclient.NewForConfig(m.rest)
+			if merr != nil {
+				return fmt.Errorf("controller manager: metrics client: %w", merr)
+			}
+			c, err = podautoscaler.New(podautoscaler.Config{Client: m.client, Metrics: mc, Factory: factory, Recorder: recorder("horizontal-pod-autoscaler"),
+				Logger: log(name), Workers: m.cfg.Workers, SyncPeriod: m.cfg.HPASyncPeriod, DownscaleStabilization: m.cfg.HPADownscaleStabilization})
 		case GarbageCollector:
 			md, merr := metadata.NewForConfig(m.rest)
 			if merr != nil {
