@@ -457,18 +457,17 @@ func (h *resourceHandler) create(ctx context.Context, r *http.Request, ri reques
 		return nil, nil, h.invalid(m.GetName(), errs)
 	}
 	if q.dryRun {
-		return obj, warnings, nil
+		if h.gr == servicesGR {
+			err = h.previewService(ctx, nil, obj)
+		}
+		return obj, warnings, err
 	}
-	data, err := h.encodeForStore(obj)
-	if err != nil {
-		return nil, nil, apierrors.NewInternalError(err)
-	}
-	rev, err := h.s.store.Create(ctx, h.key(m.GetNamespace(), m.GetName()), data)
+	rev, err := h.write(ctx, store.OpCreate, h.key(m.GetNamespace(), m.GetName()), 0, nil, obj)
 	if errors.Is(err, store.ErrExists) {
 		return nil, nil, apierrors.NewAlreadyExists(h.gr, m.GetName())
 	}
 	if err != nil {
-		return nil, nil, apierrors.NewInternalError(err)
+		return nil, nil, h.storeErr(err, m.GetName())
 	}
 	m.SetResourceVersion(strconv.FormatInt(rev, 10))
 	return obj, warnings, nil
@@ -553,13 +552,16 @@ func (h *resourceHandler) guaranteedUpdate(ctx context.Context, ns, name string,
 			return nil, err
 		}
 		if dryRun {
-			return obj, nil
+			if h.gr == servicesGR {
+				err = h.previewService(ctx, old, obj)
+			}
+			return obj, err
 		}
 		m := registry.Meta(obj)
 		if m.GetDeletionTimestamp() != nil && len(m.GetFinalizers()) == 0 &&
 			(m.GetDeletionGracePeriodSeconds() == nil || *m.GetDeletionGracePeriodSeconds() == 0) {
 			// the last finalizer is gone: the object goes
-			rev, _, err := h.s.store.Delete(ctx, key, kv.ModRevision)
+			rev, err := h.write(ctx, store.OpDelete, key, kv.ModRevision, old, nil)
 			if errors.Is(err, store.ErrConflict) && attempt < 100 {
 				continue
 			}
@@ -572,11 +574,7 @@ func (h *resourceHandler) guaranteedUpdate(ctx context.Context, ns, name string,
 		if reflect.DeepEqual(old, obj) {
 			return obj, nil
 		}
-		data, err := h.encodeForStore(obj)
-		if err != nil {
-			return nil, apierrors.NewInternalError(err)
-		}
-		rev, _, err := h.s.store.Update(ctx, key, data, kv.ModRevision)
+		rev, err := h.write(ctx, store.OpUpdate, key, kv.ModRevision, old, obj)
 		if errors.Is(err, store.ErrConflict) && attempt < 100 {
 			continue
 		}
@@ -589,7 +587,10 @@ func (h *resourceHandler) guaranteedUpdate(ctx context.Context, ns, name string,
 }
 
 func (h *resourceHandler) storeErr(err error, name string) error {
+	var status apierrors.APIStatus
 	switch {
+	case errors.As(err, &status):
+		return err
 	case errors.Is(err, store.ErrNotFound):
 		return h.notFound(name)
 	case errors.Is(err, store.ErrConflict):
@@ -802,7 +803,7 @@ func (h *resourceHandler) delete(ctx context.Context, ns, name string, opts *met
 			if dryRun {
 				return cur, true, nil
 			}
-			rev, _, err := h.s.store.Delete(ctx, key, kv.ModRevision)
+			rev, err := h.write(ctx, store.OpDelete, key, kv.ModRevision, cur, nil)
 			if errors.Is(err, store.ErrConflict) {
 				continue
 			}

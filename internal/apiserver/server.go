@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,16 @@ type Config struct {
 	// ResourceMetricsTTL is how long the metrics API (metrics.k8s.io)
 	// serves a usage figure its agent has not renewed (default 2m).
 	ResourceMetricsTTL time.Duration
+	// ServiceCIDR is the IPv4 range cluster IPs are allocated from; its
+	// first address is the default/kubernetes service's. Unset turns
+	// cluster IP and node port allocation off.
+	ServiceCIDR netip.Prefix
+	// ServiceNodePortRange is where node ports come from (default
+	// 30000-32767).
+	ServiceNodePortRange PortRange
+	// AdvertiseAddress is the address the kubernetes service's endpoints
+	// name (default: the listening address).
+	AdvertiseAddress netip.Addr
 	// Logger receives the server's logs.
 	Logger *slog.Logger
 }
@@ -77,6 +88,7 @@ type Server struct {
 	groups   []groupVersion
 	metrics  *metrics
 	usage    *resourceMetrics
+	alloc    *serviceAlloc
 	ready    chan struct{}
 	addr     string
 	mu       sync.Mutex
@@ -112,6 +124,11 @@ func New(cfg Config) (*Server, error) {
 		caches:   map[schema.GroupResource]*watchCache{},
 		ready:    make(chan struct{}), usage: newResourceMetrics(cfg.ResourceMetricsTTL)}
 	s.metrics = newMetrics(cfg.Metrics)
+	if cfg.ServiceCIDR.IsValid() {
+		if s.alloc, err = newServiceAlloc(cfg.KeyPrefix, cfg.ServiceCIDR, cfg.ServiceNodePortRange); err != nil {
+			return nil, fmt.Errorf("apiserver: %w", err)
+		}
+	}
 	gvIndex := map[schema.GroupVersion]int{}
 	// storage resources first, so that converted resources find their cache
 	ordered := append([]*registry.Resource(nil), cfg.Resources...)
@@ -351,7 +368,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // bootstrap creates the configured objects that do not exist yet.
 func (s *Server) bootstrap(ctx context.Context) error {
-	for _, obj := range s.cfg.Bootstrap {
+	for _, obj := range append(append([]runtime.Object(nil), s.cfg.Bootstrap...), s.kubernetesService()...) {
 		gvk := obj.GetObjectKind().GroupVersionKind()
 		var h *resourceHandler
 		for _, c := range s.handlers {
@@ -370,11 +387,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		if errs := append(h.validateMeta(obj), h.r.Strategy.ValidateCreate(obj)...); len(errs) > 0 {
 			return fmt.Errorf("bootstrap %s %s: %w", gvk.Kind, m.GetName(), errs.ToAggregate())
 		}
-		data, err := h.encodeForStore(obj)
-		if err != nil {
-			return err
-		}
-		if _, err := s.store.Create(ctx, h.key(m.GetNamespace(), m.GetName()), data); err != nil && !errors.Is(err, store.ErrExists) {
+		if _, err := h.write(ctx, store.OpCreate, h.key(m.GetNamespace(), m.GetName()), 0, nil, obj); err != nil && !errors.Is(err, store.ErrExists) {
 			return err
 		}
 	}

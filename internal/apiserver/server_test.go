@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type testServer struct {
 	store *store.Store
 	rest  *rest.Config
 	cs    *kubernetes.Clientset
+	// stop stops the server and closes its store (also done at cleanup).
+	stop func()
 }
 
 func startTestServer(t *testing.T) *testServer {
@@ -37,8 +40,16 @@ func startTestServer(t *testing.T) *testServer {
 }
 
 func startTestServerWith(t *testing.T, history int, extra ...*registry.Resource) *testServer {
+	return startTestServerIn(t, t.TempDir(), func(c *Config) {
+		c.WatchHistory = history
+		c.Resources = append(c.Resources, extra...)
+	})
+}
+
+// startTestServerIn runs a server on the data in dir, with its
+// configuration changed by configure.
+func startTestServerIn(t *testing.T, dir string, configure func(*Config)) *testServer {
 	t.Helper()
-	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.New(ctx, store.Config{DataDir: dir, Logger: log})
@@ -57,9 +68,11 @@ func startTestServerWith(t *testing.T, history int, extra ...*registry.Resource)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
-		Resources: append(core.Resources(), extra...), Logger: log, WatchHistory: history,
-		Bootstrap: []runtime.Object{&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}}}})
+	cfg := Config{Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
+		Resources: core.Resources(), Logger: log,
+		Bootstrap: []runtime.Object{&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}}}}
+	configure(&cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +83,15 @@ func startTestServerWith(t *testing.T, history int, extra ...*registry.Resource)
 			t.Error(err)
 		}
 	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = st.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			_ = st.Close()
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-s.Ready():
 	case <-time.After(30 * time.Second):
@@ -90,7 +107,7 @@ func startTestServerWith(t *testing.T, history int, extra ...*registry.Resource)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testServer{store: st, rest: rc, cs: cs}
+	return &testServer{store: st, rest: rc, cs: cs, stop: stop}
 }
 
 func cm(name string, labels map[string]string) *corev1.ConfigMap {

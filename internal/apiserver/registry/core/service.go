@@ -20,13 +20,6 @@ import (
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
 )
 
-// Service node ports must fall in this range (kube-apiserver's default
-// --service-node-port-range).
-const (
-	nodePortMin = 30000
-	nodePortMax = 32767
-)
-
 // maxClientIPAffinitySeconds caps sessionAffinityConfig.clientIP.timeoutSeconds.
 const maxClientIPAffinitySeconds = 86400
 
@@ -46,7 +39,8 @@ var (
 )
 
 // serviceStrategy implements services. Cluster IP and node port allocation
-// need cluster state and are the server's job, not the strategy's.
+// (and the node port range) need cluster state and are the server's job
+// (package apiserver's serviceAlloc), not the strategy's.
 type serviceStrategy struct{ registry.Base }
 
 // Default applies upstream's v1 service defaults and the single-stack IPv4
@@ -344,9 +338,11 @@ func validateService(svc *corev1.Service, oldSvc *corev1.Service) field.ErrorLis
 			switch {
 			case spec.Type == corev1.ServiceTypeClusterIP:
 				errs = append(errs, field.Forbidden(pp.Child("nodePort"), "may not be used when `type` is 'ClusterIP'"))
-			case needsNodePorts(svc) && (p.NodePort < nodePortMin || p.NodePort > nodePortMax):
-				errs = append(errs, field.Invalid(pp.Child("nodePort"), p.NodePort,
-					fmt.Sprintf("provided port is not in the valid range. The range of valid ports is %d-%d", nodePortMin, nodePortMax)))
+			default:
+				// the allocator checks the configured node port range
+				for _, msg := range validation.IsValidPortNum(int(p.NodePort)) {
+					errs = append(errs, field.Invalid(pp.Child("nodePort"), p.NodePort, msg))
+				}
 			}
 			key := fmt.Sprintf("%s/%d", p.Protocol, p.NodePort)
 			if nodePorts[key] {
