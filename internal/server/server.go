@@ -253,7 +253,7 @@ func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCf
 			sch, err := scheduler.New(scheduler.Config{RestConfig: restCfg, ConfigFile: s.cfg.SchedulerConfigFile,
 				LeaderElect: true, Identity: s.cfg.Identity,
 				LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
-				Logger: s.log.With("component", "scheduler"), Metrics: reg})
+				Logger: s.log.With("component", "scheduler"), Metrics: replacingRegisterer{reg}})
 			if err != nil {
 				return err
 			}
