@@ -214,6 +214,7 @@ func TestCRI(t *testing.T) {
 	t.Run("PodIPAndHostPort", h.podIPAndHostPort)
 	t.Run("Volumes", h.volumes)
 	t.Run("Probes", h.probes)
+	t.Run("LifecycleHooks", h.lifecycleHooks)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
 }
 
@@ -732,4 +733,36 @@ func (h *harness) waitPod(t *testing.T, name, what string, cond func(*corev1.Pod
 		return cond(p), fmt.Sprintf("phase %s conditions %+v containers %+v", p.Status.Phase, p.Status.Conditions, p.Status.ContainerStatuses)
 	})
 	return got
+}
+
+// lifecycleHooks runs a postStart hook after the container starts and a
+// preStop hook before it stops; both leave a file on a hostPath.
+func (h *harness) lifecycleHooks(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(h.dir, "hooks")
+	c := busybox("app", "exec sleep 3600")
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
+	c.Lifecycle = &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo started > /out/poststart"}}},
+		PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo stopping > /out/prestop"}}},
+	}
+	dirOrCreate := corev1.HostPathDirectoryOrCreate
+	grace := int64(5)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hooks"}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace,
+		Volumes:    []corev1.Volume{{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: out, Type: &dirOrCreate}}}},
+		Containers: []corev1.Container{c}}}
+	h.runPod(t, pod, "running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	if b, err := os.ReadFile(filepath.Join(out, "poststart")); err != nil || strings.TrimSpace(string(b)) != "started" {
+		t.Errorf("postStart: %q %v", b, err)
+	}
+	if err := h.cs.CoreV1().Pods("default").Delete(ctx, "hooks", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	controllertest.Eventually(t, "pod deleted", func() (bool, string) {
+		_, err := h.cs.CoreV1().Pods("default").Get(ctx, "hooks", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	if b, err := os.ReadFile(filepath.Join(out, "prestop")); err != nil || strings.TrimSpace(string(b)) != "stopping" {
+		t.Errorf("preStop: %q %v", b, err)
+	}
 }

@@ -193,14 +193,22 @@ func seconds(n, def int32) time.Duration {
 }
 
 // probe runs a probe once: nil means success.
-func (pr *prober) probe(ctx context.Context, p *corev1.Pod, c *corev1.Container, id, podIP string, probe *corev1.Probe) error {
-	timeout := seconds(probe.TimeoutSeconds, 1)
+func (pr *prober) probe(ctx context.Context, _ *corev1.Pod, c *corev1.Container, id, podIP string, probe *corev1.Probe) error {
+	h := probe.ProbeHandler
+	// gRPC probes are not run yet: they count as passing
+	return pr.r.action(ctx, c, id, podIP, seconds(probe.TimeoutSeconds, 1), h.Exec, h.HTTPGet, h.TCPSocket)
+}
+
+// action runs an exec, httpGet or tcpSocket action of a probe or
+// lifecycle hook against container id: nil means success (also when no
+// action is given).
+func (r *Runtime) action(ctx context.Context, c *corev1.Container, id, podIP string, timeout time.Duration,
+	exec *corev1.ExecAction, get *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
-	h := probe.ProbeHandler
 	switch {
-	case h.Exec != nil:
-		resp, err := pr.r.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: h.Exec.Command, Timeout: int64(timeout.Seconds())})
+	case exec != nil:
+		resp, err := r.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: exec.Command, Timeout: int64(timeout.Seconds())})
 		if err != nil {
 			return err
 		}
@@ -208,12 +216,12 @@ func (pr *prober) probe(ctx context.Context, p *corev1.Pod, c *corev1.Container,
 			return fmt.Errorf("exit code %d: %s", resp.ExitCode, strings.TrimSpace(string(resp.Stdout)+string(resp.Stderr)))
 		}
 		return nil
-	case h.TCPSocket != nil:
-		port, err := probePort(h.TCPSocket.Port, c)
+	case tcp != nil:
+		port, err := probePort(tcp.Port, c)
 		if err != nil {
 			return err
 		}
-		host := h.TCPSocket.Host
+		host := tcp.Host
 		if host == "" {
 			host = podIP
 		}
@@ -222,11 +230,22 @@ func (pr *prober) probe(ctx context.Context, p *corev1.Pod, c *corev1.Container,
 			return err
 		}
 		return conn.Close()
-	case h.HTTPGet != nil:
-		return httpProbe(ctx, h.HTTPGet, c, podIP, timeout)
+	case get != nil:
+		return httpProbe(ctx, get, c, podIP, timeout)
 	}
-	// gRPC probes are not run yet: they count as passing
 	return nil
+}
+
+// hook runs a postStart or preStop handler, with at most timeout.
+func (r *Runtime) hook(ctx context.Context, c *corev1.Container, id, podIP string, timeout time.Duration, h *corev1.LifecycleHandler) error {
+	if h.Sleep != nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(h.Sleep.Seconds)*time.Second, timeout)):
+		}
+		return nil
+	}
+	return r.action(ctx, c, id, podIP, timeout, h.Exec, h.HTTPGet, h.TCPSocket)
 }
 
 func probePort(port intstr.IntOrString, c *corev1.Container) (int, error) {

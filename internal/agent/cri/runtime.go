@@ -250,19 +250,32 @@ func (r *Runtime) stopSandbox(ctx context.Context, p *corev1.Pod, id string, gra
 	if err != nil {
 		return fmt.Errorf("list containers of sandbox %s: %w", id, err)
 	}
+	podIP := ""
+	if st, err := r.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id}); err == nil {
+		podIP = st.Status.GetNetwork().GetIp()
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(resp.Containers))
 	for i, c := range resp.Containers {
 		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
 		}
-		if p != nil {
-			r.event(p, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.Metadata.Name)
-		}
+		r.event(p, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.Metadata.Name)
+		spec := findSpecContainer(p, c.Metadata.Name)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id, Timeout: int64(grace.Seconds())})
+			timeout := grace
+			if spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+				// the preStop hook runs within the grace period; the
+				// container gets what is left, at least 2 s, as upstream
+				start := time.Now()
+				if err := r.hook(ctx, spec, c.Id, podIP, grace, spec.Lifecycle.PreStop); err != nil {
+					r.event(p, corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
+				}
+				timeout = max(grace-time.Since(start), 2*time.Second)
+			}
+			_, err := r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id, Timeout: int64(timeout.Seconds())})
 			if err != nil {
 				errs[i] = fmt.Errorf("stop container %s: %w", c.Id, err)
 			}

@@ -320,6 +320,18 @@ func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox
 		return fmt.Errorf("start container %s of pod %s/%s: %w", c.Name, p.Namespace, p.Name, err)
 	}
 	r.event(p, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		podIP := ""
+		if len(podIPs) > 0 {
+			podIP = podIPs[0]
+		}
+		// as the kubelet: a failed postStart hook kills the container,
+		// which then restarts as the restart policy says
+		if err := r.hook(ctx, c, created.ContainerId, podIP, 30*time.Second, c.Lifecycle.PostStart); err != nil {
+			r.event(p, corev1.EventTypeWarning, "FailedPostStartHook", "PostStartHook failed: %v", err)
+			_, _ = r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: created.ContainerId, Timeout: 0})
+		}
+	}
 	r.log.Debug("container started", "pod", p.Namespace+"/"+p.Name, "container", c.Name, "attempt", attempt, "id", created.ContainerId)
 	return nil
 }
