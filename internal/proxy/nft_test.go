@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,15 +8,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/skiff-sh/skiff/internal/proxy/netns"
 )
 
 // testNetns creates a network namespace for the test and returns its
@@ -31,10 +30,12 @@ func testNetns(t *testing.T, suffix string) string {
 		t.Skip("needs ip (iproute2)")
 	}
 	name := fmt.Sprintf("skiff-px-%d-%s", os.Getpid(), suffix)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return "/run/netns/" + name
+	path, err := netns.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Delete(name) })
+	return path
 }
 
 func run(t *testing.T, args ...string) string {
@@ -44,26 +45,6 @@ func run(t *testing.T, args ...string) string {
 		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-// inNetns runs fn on a thread inside the namespace at path.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := os.Open(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 // podNetwork builds node and pod namespaces joined by a veth pair:
@@ -84,8 +65,8 @@ func podNetwork(t *testing.T) (node, pod string) {
 
 func serveHTTP(t *testing.T, ns, addr, body string) {
 	t.Helper()
-	var l net.Listener
-	if err := inNetns(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+	l, err := netns.Listen(ns, "tcp", addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -97,14 +78,7 @@ func serveHTTP(t *testing.T, ns, addr, body string) {
 
 // get does one HTTP GET inside ns with a fresh connection.
 func get(ns, url string) (string, error) {
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNetns(ns, func() (err error) {
-			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: netns.Dialer(ns, &net.Dialer{Timeout: 5 * time.Second})}
 	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	resp, err := cl.Get(url)
 	if err != nil {
