@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 )
@@ -57,16 +58,12 @@ type ContainerStats struct {
 // metricsPath is the metrics API's base path.
 const metricsPath = "/apis/metrics.k8s.io/v1beta1/"
 
-// reportStats sends the runtime's stats to the metrics API: a
-// NodeMetricsList POSTed to nodes and a PodMetricsList POSTed to pods.
-func (a *Agent) reportStats(ctx context.Context) error {
+// Stats returns the usage of the node and its running pods when the
+// runtime is a StatsProvider, and nil otherwise.
+func (a *Agent) Stats(ctx context.Context) (*NodeStats, error) {
 	sp, ok := a.rt.(StatsProvider)
 	if !ok {
-		return nil
-	}
-	rc := a.client.CoreV1().RESTClient()
-	if c, ok := rc.(*rest.RESTClient); rc == nil || ok && c == nil {
-		return nil // a fake client
+		return nil, nil
 	}
 	a.mu.Lock()
 	src := a.src
@@ -81,13 +78,44 @@ func (a *Agent) reportStats(ctx context.Context) error {
 	}
 	st, err := sp.Stats(ctx, pods)
 	if err != nil {
-		return fmt.Errorf("runtime stats: %w", err)
+		return nil, fmt.Errorf("runtime stats of node %s: %w", a.cfg.NodeName, err)
 	}
-	nodes, podList := metricsLists(a.cfg.NodeName, st)
+	return st, nil
+}
+
+// reportStats sends the runtime's stats to the metrics API.
+func (a *Agent) reportStats(ctx context.Context) error {
+	st, err := a.Stats(ctx)
+	if err != nil || st == nil {
+		return err
+	}
+	return ReportStats(ctx, a.client, map[string]*NodeStats{a.cfg.NodeName: st})
+}
+
+// ReportStats sends the stats of one or more nodes (by node name) to the
+// metrics API in two requests: a NodeMetricsList POSTed to
+// /apis/metrics.k8s.io/v1beta1/nodes and a PodMetricsList POSTed to .../pods.
+// A fake client (no REST client) reports nothing.
+func ReportStats(ctx context.Context, client kubernetes.Interface, stats map[string]*NodeStats) error {
+	rc := client.CoreV1().RESTClient()
+	if c, ok := rc.(*rest.RESTClient); rc == nil || ok && c == nil {
+		return nil
+	}
+	gv := metricsv1beta1.SchemeGroupVersion.String()
+	nodes := &metricsv1beta1.NodeMetricsList{TypeMeta: metav1.TypeMeta{Kind: "NodeMetricsList", APIVersion: gv}}
+	pods := &metricsv1beta1.PodMetricsList{TypeMeta: metav1.TypeMeta{Kind: "PodMetricsList", APIVersion: gv}}
+	for node, st := range stats {
+		if st == nil {
+			continue
+		}
+		n, p := metricsOf(node, st)
+		nodes.Items = append(nodes.Items, n)
+		pods.Items = append(pods.Items, p...)
+	}
 	for _, r := range []struct {
 		res string
 		obj any
-	}{{"nodes", nodes}, {"pods", podList}} {
+	}{{"nodes", nodes}, {"pods", pods}} {
 		data, err := json.Marshal(r.obj)
 		if err != nil {
 			return err
@@ -100,20 +128,18 @@ func (a *Agent) reportStats(ctx context.Context) error {
 	return nil
 }
 
-// metricsLists converts a node's stats to the metrics API's types.
-func metricsLists(node string, st *NodeStats) (*metricsv1beta1.NodeMetricsList, *metricsv1beta1.PodMetricsList) {
-	gv := metricsv1beta1.SchemeGroupVersion.String()
+// metricsOf converts a node's stats to the metrics API's types.
+func metricsOf(node string, st *NodeStats) (metricsv1beta1.NodeMetrics, []metricsv1beta1.PodMetrics) {
 	ts, win := metav1.NewTime(st.Time), metav1.Duration{Duration: st.Window}
-	nodes := &metricsv1beta1.NodeMetricsList{TypeMeta: metav1.TypeMeta{Kind: "NodeMetricsList", APIVersion: gv},
-		Items: []metricsv1beta1.NodeMetrics{{ObjectMeta: metav1.ObjectMeta{Name: node}, Timestamp: ts, Window: win, Usage: st.Usage}}}
-	pods := &metricsv1beta1.PodMetricsList{TypeMeta: metav1.TypeMeta{Kind: "PodMetricsList", APIVersion: gv}}
+	nm := metricsv1beta1.NodeMetrics{ObjectMeta: metav1.ObjectMeta{Name: node}, Timestamp: ts, Window: win, Usage: st.Usage}
+	var pods []metricsv1beta1.PodMetrics
 	for _, p := range st.Pods {
 		pm := metricsv1beta1.PodMetrics{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, UID: p.UID},
 			Timestamp: ts, Window: win}
 		for _, c := range p.Containers {
 			pm.Containers = append(pm.Containers, metricsv1beta1.ContainerMetrics{Name: c.Name, Usage: c.Usage})
 		}
-		pods.Items = append(pods.Items, pm)
+		pods = append(pods, pm)
 	}
-	return nodes, pods
+	return nm, pods
 }

@@ -38,8 +38,9 @@ type Config struct {
 	// RenewInterval, StatusInterval, StatusReportInterval and
 	// LeaseDuration tune heartbeats (0: the agent's defaults).
 	RenewInterval, StatusInterval, StatusReportInterval, LeaseDuration time.Duration
-	// MetricsInterval is how often each node reports its pods' simulated
-	// usage to the metrics API (0: the agent's default; negative: never).
+	// MetricsInterval is how often the nodes report their pods' simulated
+	// usage to the metrics API, batched (0: the agent's default, 15s;
+	// negative: never).
 	MetricsInterval time.Duration
 	// Logger receives the nodes' logs.
 	Logger *slog.Logger
@@ -76,6 +77,9 @@ func New(cfg Config) (*Nodes, error) {
 	if cfg.RenewInterval <= 0 {
 		cfg.RenewInterval = agent.DefaultRenewInterval
 	}
+	if cfg.MetricsInterval == 0 {
+		cfg.MetricsInterval = agent.DefaultMetricsInterval
+	}
 	n := &Nodes{cfg: cfg, ready: make(chan struct{}),
 		src: agent.NewPodSource(agent.PodSourceConfig{Client: cfg.Client, Workers: cfg.Workers, Logger: cfg.Logger})}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
@@ -98,7 +102,7 @@ func New(cfg Config) (*Nodes, error) {
 			},
 			LeaseDuration: cfg.LeaseDuration, RenewInterval: cfg.RenewInterval,
 			StatusInterval: cfg.StatusInterval, StatusReportInterval: cfg.StatusReportInterval,
-			MetricsInterval: cfg.MetricsInterval,
+			MetricsInterval: -1, // reported in batches by Run
 			// spread the heartbeats of all nodes over one interval
 			HeartbeatOffset: time.Duration(int64(cfg.RenewInterval) * int64(i) / int64(cfg.Nodes)),
 			Logger:          cfg.Logger,
@@ -149,7 +153,53 @@ func (n *Nodes) Run(ctx context.Context) error {
 		n.cfg.Logger.Info("simulated nodes registered", "nodes", len(n.agents))
 		close(n.ready)
 	}()
+	if n.cfg.MetricsInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.reportStats(ctx) }()
+	}
 	wg.Wait()
 	close(errc)
 	return <-errc
+}
+
+// statsBatch is how many nodes' usage goes in one report.
+const statsBatch = 100
+
+// reportStats sends every node's usage to the metrics API each
+// MetricsInterval, statsBatch nodes a request, until ctx ends.
+func (n *Nodes) reportStats(ctx context.Context) {
+	select {
+	case <-n.ready:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(n.cfg.MetricsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		batch := map[string]*agent.NodeStats{}
+		flush := func() {
+			if err := agent.ReportStats(ctx, n.cfg.Client, batch); err != nil && ctx.Err() == nil {
+				n.cfg.Logger.Warn("reporting usage to the metrics API failed", "err", err)
+			}
+			batch = map[string]*agent.NodeStats{}
+		}
+		for _, a := range n.agents {
+			st, err := a.Stats(ctx)
+			if err != nil {
+				n.cfg.Logger.Warn("node usage", "node", a.Name(), "err", err)
+				continue
+			}
+			if batch[a.Name()] = st; len(batch) == statsBatch {
+				flush()
+			}
+		}
+		if len(batch) > 0 {
+			flush()
+		}
+	}
 }

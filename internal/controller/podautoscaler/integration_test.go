@@ -135,7 +135,8 @@ func TestScalesDeploymentOnCPU(t *testing.T) {
 	}
 	controllertest.Eventually(t, "the HPA scales the Deployment up to maxReplicas", func() (bool, string) {
 		d, h, s := state()
-		return d != nil && *d.Spec.Replicas == 4 && h.Status.DesiredReplicas == 4 && h.Status.LastScaleTime != nil, s
+		return d != nil && *d.Spec.Replicas == 4 && h.Status.DesiredReplicas == 4 && h.Status.LastScaleTime != nil &&
+			hasCondition(h, autoscalingv2.ScalingLimited, corev1.ConditionTrue, "TooManyReplicas"), s
 	})
 	controllertest.Eventually(t, "a SuccessfulRescale event", func() (bool, string) {
 		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
@@ -159,12 +160,18 @@ func TestScalesDeploymentOnCPU(t *testing.T) {
 		d, h, s := state()
 		return d != nil && *d.Spec.Replicas == 1 && h.Status.DesiredReplicas == 1, s
 	})
-	_, h, _ := state()
+	if _, h, s := state(); !hasCondition(h, autoscalingv2.ScalingActive, corev1.ConditionTrue, "ValidMetricFound") {
+		t.Errorf("ScalingActive: %s", s)
+	}
+}
+
+func hasCondition(h *autoscalingv2.HorizontalPodAutoscaler, typ autoscalingv2.HorizontalPodAutoscalerConditionType, st corev1.ConditionStatus, reason string) bool {
 	for _, c := range h.Status.Conditions {
-		if c.Type == autoscalingv2.ScalingActive && c.Status != corev1.ConditionTrue {
-			t.Errorf("ScalingActive is %s (%s)", c.Status, c.Message)
+		if c.Type == typ {
+			return c.Status == st && c.Reason == reason
 		}
 	}
+	return false
 }
 
 func ptr[T any](v T) *T { return &v }
