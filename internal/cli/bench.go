@@ -19,9 +19,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		"scheduler":   benchScheduler,
 		"failover":    benchFailover,
 		"controllers": benchControllers,
+		"proxy":       benchProxy,
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, controllers, failover, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
+		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, controllers, failover, proxy, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
 		}
@@ -29,7 +30,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	run, ok := scenarios[args[0]]
 	if !ok {
-		return usageError{fmt.Errorf("unknown scenario %q (have: api, controllers, failover, scheduler, startup)", args[0])}
+		return usageError{fmt.Errorf("unknown scenario %q (have: api, controllers, failover, proxy, scheduler, startup)", args[0])}
 	}
 	res, err := run(ctx, e, args[1:])
 	if err != nil {

@@ -29,8 +29,13 @@ const (
 	mapNodePorts     = "service-nodeports"
 	mapNoEndpointIPs = "no-endpoint-services"
 	mapNoEndpointNPs = "no-endpoint-nodeports"
-	masqMark         = 0x4000
-	elementsPerMsg   = 256
+	// mapChoice holds every balancing decision: (random index, chain id)
+	// -> endpoint chain. One shared map instead of an anonymous map per
+	// service: the kernel names anonymous sets by scanning all the
+	// table's sets, which makes a full sync quadratic.
+	mapChoice      = "endpoint-choice"
+	masqMark       = 0x4000
+	elementsPerMsg = 256
 )
 
 // Applier programs a Model into the table through netlink, one
@@ -62,10 +67,15 @@ func (a *Applier) newBatch() (*batch, error) {
 	b := &batch{t: &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4},
 		chain: map[string]*nftables.Chain{}}
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
-		// nftables v0.3 asks the kernel to acknowledge every message of a
-		// batch, and the acknowledgements queue up until the whole batch
-		// is committed: the receive buffer must hold them all.
-		return c.SetReadBuffer(max(4<<20, b.msgs*1024+(1<<20)))
+		// The whole batch is one datagram, so the send buffer must hold
+		// it; and nftables v0.3 asks the kernel to acknowledge every
+		// message, and the acknowledgements queue up until the batch is
+		// committed, so the receive buffer must hold them all.
+		size := min(1<<30, max(4<<20, b.msgs*1024+(1<<20)))
+		if err := c.SetWriteBuffer(size); err != nil {
+			return err
+		}
+		return c.SetReadBuffer(size)
 	})}
 	if a.netns > 0 {
 		opts = append(opts, nftables.WithNetNSFd(a.netns))
@@ -558,21 +568,20 @@ func (b *batch) rules(chain string, rules []Rule) {
 		case RuleGoto:
 			b.addRule(chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: r.Target})
 		case RuleBalance:
-			if len(r.Targets) == 1 {
-				b.addRule(chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: r.Targets[0]})
-				continue
-			}
-			vmap := &nftables.Set{Table: b.t, Anonymous: true, Constant: true, IsMap: true,
-				KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
-			elems := make([]nftables.SetElement, len(r.Targets))
+			// Like iptables' statistic chains: rule i draws its own
+			// random number and matches with probability 1/(N-i), which
+			// makes every target equally likely, with no set to name or
+			// validate per service.
 			for i, t := range r.Targets {
-				elems[i] = nftables.SetElement{Key: ne32(uint32(i)),
-					VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: t}}
+				if i == len(r.Targets)-1 {
+					b.addRule(chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: t})
+					break
+				}
+				b.addRule(chain,
+					&expr.Numgen{Register: 1, Modulus: uint32(len(r.Targets) - i), Type: unix.NFT_NG_RANDOM},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(0)},
+					&expr.Verdict{Kind: expr.VerdictGoto, Chain: t})
 			}
-			b.addSet(vmap, elems)
-			b.addRule(chain,
-				&expr.Numgen{Register: 1, Modulus: uint32(len(r.Targets)), Type: unix.NFT_NG_RANDOM},
-				&expr.Lookup{SourceRegister: 1, SetName: vmap.Name, SetID: vmap.ID, DestRegister: 0, IsDestRegSet: true})
 		case RuleDNAT:
 			a := r.IP.As4()
 			b.addRule(chain,

@@ -160,3 +160,44 @@ func TestApplierTraffic(t *testing.T) {
 		t.Errorf("after Cleanup:\n%s", rules)
 	}
 }
+
+func TestApplierBalances(t *testing.T) {
+	node, pod := podNetwork(t)
+	run(t, "ip", "-n", strings.TrimPrefix(pod, "/run/netns/"), "addr", "add", "10.99.0.3/24", "dev", "eth0")
+	serveHTTP(t, pod, "10.99.0.2:8080", "one")
+	serveHTTP(t, pod, "10.99.0.3:8080", "two")
+	svc := service("web", "10.43.0.10", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	a := NewApplier(openNS(t, node))
+	t.Cleanup(func() { _ = a.Cleanup() })
+	both := slice("web", "http", 8080, ep("10.99.0.2", "n1", true, false), ep("10.99.0.3", "n1", true, false))
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{both}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for i := 0; i < 200 && len(seen) < 2; i++ {
+		body, err := get(node, "http://10.43.0.10/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[body]++
+	}
+	if len(seen) != 2 {
+		t.Fatalf("200 requests reached only %v", seen)
+	}
+	// incremental: one endpoint becomes not ready, then a third appears
+	only := slice("web", "http", 8080, ep("10.99.0.2", "n1", false, false), ep("10.99.0.3", "n1", true, false))
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{only}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if body, err := get(node, "http://10.43.0.10/"); err != nil || body != "two" {
+			t.Fatalf("with one ready endpoint: %q, %v", body, err)
+		}
+	}
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{both}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(node, "http://10.43.0.10/"); err != nil || (body != "one" && body != "two") {
+		t.Fatalf("with both back: %q, %v", body, err)
+	}
+}
