@@ -38,6 +38,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/endpointslice"
 	"github.com/skiff-sh/skiff/internal/controller/garbagecollector"
 	"github.com/skiff-sh/skiff/internal/controller/job"
+	"github.com/skiff-sh/skiff/internal/controller/loadbalancer"
 	"github.com/skiff-sh/skiff/internal/controller/namespace"
 	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
 	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
@@ -74,10 +75,12 @@ const (
 	CronJob          = "cronjob"
 	// HorizontalPodAutoscaling is the HPA controller (autoscaling/v2).
 	HorizontalPodAutoscaling = "horizontalpodautoscaling"
+	// LoadBalancer gives LoadBalancer services an IP from LoadBalancerPool.
+	LoadBalancer = "loadbalancer"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling, LoadBalancer}
 
 // Config configures the manager.
 type Config struct {
@@ -114,6 +117,10 @@ type Config struct {
 	// (default 15s); HPADownscaleStabilization is the scale-down
 	// stabilization window of HPAs whose behavior sets none (default 5m).
 	HPASyncPeriod, HPADownscaleStabilization time.Duration
+	// LoadBalancerPool is the IPv4 CIDRs and first-last ranges (comma
+	// separated) LoadBalancer services get addresses from; empty leaves
+	// them pending.
+	LoadBalancerPool string
 	// Logger receives the manager's and controllers' logs.
 	Logger *slog.Logger
 }
@@ -305,6 +312,9 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			}
 			c, err = podautoscaler.New(podautoscaler.Config{Client: m.client, Metrics: mc, Factory: factory, Recorder: recorder("horizontal-pod-autoscaler"),
 				Logger: log(name), Workers: m.cfg.Workers, SyncPeriod: m.cfg.HPASyncPeriod, DownscaleStabilization: m.cfg.HPADownscaleStabilization})
+		case LoadBalancer:
+			c, err = loadbalancer.New(loadbalancer.Config{Client: m.client, Factory: factory, Recorder: recorder("service-lb"), Logger: log(name),
+				Pool: m.cfg.LoadBalancerPool, Workers: m.cfg.Workers})
 		case GarbageCollector:
 			md, merr := metadata.NewForConfig(m.rest)
 			if merr != nil {
