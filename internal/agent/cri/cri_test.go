@@ -206,6 +206,20 @@ func TestCRI(t *testing.T) {
 	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, netns: ns, ctrd: ctrd}
 	stop := h.startAgent(t)
 	t.Cleanup(stop)
+	// the node gets its pod CIDR after it registered, as nodeipam gives
+	// it; the first subtest's pod waits for it
+	go func() {
+		select {
+		case <-h.ready:
+		case <-time.After(60 * time.Second):
+			return
+		}
+		patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDR, podCIDR)
+		_, err := cs.CoreV1().Nodes().Patch(context.Background(), nodeName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+		if err != nil {
+			t.Errorf("setting the pod CIDR: %v", err)
+		}
+	}()
 	t.Run("BusyboxPodRunsAsContainer", h.busyboxPodRuns)
 	t.Run("InitThenExitCodes", h.initThenExitCodes)
 	t.Run("OOMKilled", h.oomKilled)
@@ -215,6 +229,7 @@ func TestCRI(t *testing.T) {
 	t.Run("Volumes", h.volumes)
 	t.Run("Probes", h.probes)
 	t.Run("LifecycleHooks", h.lifecycleHooks)
+	t.Run("SandboxRecreated", h.sandboxRecreated)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
 }
 
@@ -327,16 +342,6 @@ func (h *harness) busyboxPodRuns(t *testing.T) {
 	}
 	created, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatal(err)
-	}
-	// the node gets its pod CIDR after it registered, as nodeipam gives it
-	select {
-	case <-h.ready:
-	case <-time.After(60 * time.Second):
-		t.Fatal("node not registered")
-	}
-	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDR, podCIDR)
-	if _, err := cs.CoreV1().Nodes().Patch(ctx, nodeName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var running *corev1.Pod
@@ -764,5 +769,43 @@ func (h *harness) lifecycleHooks(t *testing.T) {
 	})
 	if b, err := os.ReadFile(filepath.Join(out, "prestop")); err != nil || strings.TrimSpace(string(b)) != "stopping" {
 		t.Errorf("preStop: %q %v", b, err)
+	}
+}
+
+// sandboxRecreated stops a running pod's sandbox behind the agent's back
+// (as a node reboot would): the agent makes a new sandbox and the
+// container's restart count goes on.
+func (h *harness) sandboxRecreated(t *testing.T) {
+	ctx := context.Background()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "resandbox"}, Spec: corev1.PodSpec{Containers: []corev1.Container{busybox("c", "exec sleep 3600")}}}
+	p := h.runPod(t, pod, "running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	sbs, err := h.cri.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelPodUID: string(p.UID)}}})
+	if err != nil || len(sbs.Items) != 1 {
+		t.Fatalf("sandboxes %v %v", sbs, err)
+	}
+	if _, err := h.cri.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs.Items[0].Id}); err != nil {
+		t.Fatal(err)
+	}
+	p = h.waitPod(t, "resandbox", "running again in a new sandbox", func(p *corev1.Pod) bool {
+		st := p.Status.ContainerStatuses
+		return p.Status.Phase == corev1.PodRunning && len(st) == 1 && st[0].State.Running != nil && st[0].RestartCount == 1
+	})
+	sbs, err = h.cri.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelPodUID: string(p.UID)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready []*runtimeapi.PodSandbox
+	for _, sb := range sbs.Items {
+		if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			ready = append(ready, sb)
+		}
+	}
+	if len(ready) != 1 || ready[0].Metadata.Attempt != 1 {
+		t.Errorf("sandboxes %v, want one ready, attempt 1", sbs.Items)
+	}
+	if last := p.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil {
+		t.Errorf("lastState %+v, want the attempt in the old sandbox", p.Status.ContainerStatuses[0].LastTerminationState)
 	}
 }

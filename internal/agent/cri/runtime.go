@@ -217,6 +217,29 @@ func (r *Runtime) containers(ctx context.Context, sandboxID string) ([]*runtimea
 	return out, nil
 }
 
+// podContainers returns the containers of the pod's current sandbox and
+// the exited ones of its earlier sandbox, whose attempts the new ones
+// continue.
+func (r *Runtime) podContainers(ctx context.Context, uid types.UID, sandboxID string) ([]*runtimeapi.ContainerStatus, error) {
+	resp, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{
+		Filter: &runtimeapi.ContainerFilter{LabelSelector: map[string]string{LabelPodUID: string(uid)}}})
+	if err != nil {
+		return nil, fmt.Errorf("list containers of pod %s: %w", uid, err)
+	}
+	out := make([]*runtimeapi.ContainerStatus, 0, len(resp.Containers))
+	for _, c := range resp.Containers {
+		if c.PodSandboxId != sandboxID && c.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+			continue
+		}
+		st, err := r.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+		if err != nil {
+			return nil, fmt.Errorf("status of container %s: %w", c.Id, err)
+		}
+		out = append(out, st.Status)
+	}
+	return out, nil
+}
+
 // KillPod implements agent.Runtime: it stops every container of the pod
 // with the grace period, then its sandboxes (which releases the pod's IP).
 // The sandboxes stay until ForgetPod, so their containers' logs do too.

@@ -47,7 +47,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			st.IPs = append(st.IPs, ip.Ip)
 		}
 	}
-	cs, err := r.containers(ctx, sb.id)
+	cs, err := r.podContainers(ctx, p.UID, sb.id)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 	}
 	// read back what the runtime has now
 	if changed {
-		if cs, err = r.containers(ctx, sb.id); err != nil {
+		if cs, err = r.podContainers(ctx, p.UID, sb.id); err != nil {
 			return nil, err
 		}
 		byName = attempts(cs)
@@ -270,8 +270,16 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 		}
 		attempt = max(attempt, sb.Metadata.Attempt+1)
 	}
-	for _, sb := range sbs {
-		r.log.Info("removing a sandbox that is not ready", "pod", p.Namespace+"/"+p.Name, "sandbox", sb.Id)
+	// the latest old sandbox stays (stopped) until the next change, so
+	// that its exited containers carry the restart count and lastState
+	// into the new one
+	if len(sbs) > 0 {
+		if _, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbs[0].Id}); err != nil {
+			return nil, fmt.Errorf("stop sandbox %s: %w", sbs[0].Id, err)
+		}
+	}
+	for _, sb := range sbs[min(1, len(sbs)):] {
+		r.log.Info("removing an old sandbox", "pod", p.Namespace+"/"+p.Name, "sandbox", sb.Id)
 		if err := r.removeSandbox(ctx, sb.Id); err != nil {
 			return nil, err
 		}
