@@ -80,7 +80,7 @@ func TestRunAndImport(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-		case <-time.After(30 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Error("containerd did not stop")
 		}
 	}()

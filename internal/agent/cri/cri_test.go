@@ -92,7 +92,7 @@ func startContainerd(t *testing.T, dir, ns string) *containerd.Containerd {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(30 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Error("containerd did not stop")
 		}
 		unmountUnder(t, dir)
