@@ -238,38 +238,31 @@ func (a *Applier) full(b *batch, m Model) error {
 	}
 	add.emit(b, true)
 	// what the table has that m does not: flushed above, deleted now
-	static := staticChainNames()
+	wantChains, wantSets := map[string]bool{}, map[string]bool{}
+	for _, name := range staticChainNames() {
+		wantChains[name] = true
+	}
+	for _, svc := range m {
+		for name := range svc.Chains {
+			wantChains[name] = true
+		}
+		for name := range svc.AffinitySets {
+			wantSets[name] = true
+		}
+	}
 	for name := range existingChains {
-		if !slices.Contains(static, name) && !m.hasChain(name) {
+		if !wantChains[name] {
 			b.c.DelChain(b.ch(name))
 			b.msgs++
 		}
 	}
 	for name := range existingSets {
-		if _, isMap := b.maps[name]; !isMap && !m.hasSet(name) {
+		if _, isMap := b.maps[name]; !isMap && !wantSets[name] {
 			b.c.DelSet(&nftables.Set{Table: b.t, Name: name})
 			b.msgs++
 		}
 	}
 	return b.flush()
-}
-
-func (m Model) hasChain(name string) bool {
-	for _, s := range m {
-		if _, ok := s.Chains[name]; ok {
-			return true
-		}
-	}
-	return false
-}
-
-func (m Model) hasSet(name string) bool {
-	for _, s := range m {
-		if _, ok := s.AffinitySets[name]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 // incremental rewrites the services whose entry changed since the last
