@@ -35,6 +35,7 @@ type agentFlags struct {
 	// --runtime=cri
 	endpoint, containerdBin, busybox string
 	cniConfDir, podCIDR              string
+	proxy                            bool
 }
 
 func (f *agentFlags) register(fs interface {
@@ -66,6 +67,7 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.containerdBin, "containerd", "containerd", "with --runtime=cri: the containerd binary the agent runs")
 	fs.StringVar(&f.busybox, "busybox", image.DefaultBusybox, "with --runtime=cri: static busybox the sandbox (pause) image is built from")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "with --runtime=cri: where the pod network's CNI config is written; empty means the agent's containerd's, or /etc/cni/net.d with --container-runtime-endpoint")
+	fs.BoolVar(&f.proxy, "proxy", false, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
 }
 
@@ -233,6 +235,13 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 		Labels: labels, Taints: taints, InstanceType: f.size, Logger: log})
 	if err != nil {
 		return err
+	}
+	if f.proxy {
+		stop, err := runProxy(ctx, client, name, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	log.Info("starting the node agent", "node", name, "runtime", "cri", "endpoint", endpoint)
 	return a.Run(ctx)
