@@ -7,10 +7,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skiff-sh/skiff/internal/apiserver"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/controller/manager"
 	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
 	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
+	"github.com/skiff-sh/skiff/internal/dns"
 	"github.com/skiff-sh/skiff/internal/server"
 )
 
@@ -35,6 +37,10 @@ type serverFlags struct {
 	identity                     string
 	clusterCIDR                  string
 	nodeCIDRMaskSize             int
+
+	// services and cluster DNS
+	serviceCIDR, nodePortRange string
+	dnsListen, clusterDomain   string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
@@ -58,6 +64,10 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.identity, "leader-elect-identity", "", "name of this server in the Leases; unique per server (default hostname_uuid)")
 	fs.StringVar(&f.clusterCIDR, "cluster-cidr", nodeipam.DefaultClusterCIDR, "range the pod CIDRs of nodes are cut from")
 	fs.IntVar(&f.nodeCIDRMaskSize, "node-cidr-mask-size", nodeipam.DefaultNodeMaskSize, "prefix length of each node's pod CIDR (the cluster CIDR holds 2^(this - its length) nodes)")
+	fs.StringVar(&f.serviceCIDR, "service-cidr", server.DefaultServiceCIDR, "IPv4 range services' cluster IPs come from (its first address is the kubernetes service's)")
+	fs.StringVar(&f.nodePortRange, "service-node-port-range", apiserver.DefaultNodePortRange.String(), "range of the node ports of NodePort and LoadBalancer services")
+	fs.StringVar(&f.dnsListen, "cluster-dns-listen", dns.DefaultListen, "UDP and TCP address of the cluster DNS server (empty: none)")
+	fs.StringVar(&f.clusterDomain, "cluster-domain", dns.DefaultDomain, "the cluster's DNS domain")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
@@ -72,6 +82,7 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 		DisableScheduler: f.disableScheduler, DisableControllerManager: f.disableControllerManager, SchedulerConfigFile: f.schedulerConfig,
 		LeaseDuration: f.leaseDuration, RenewDeadline: f.renewDeadline, RetryPeriod: f.retryPeriod, Identity: f.identity,
 		ClusterCIDR: f.clusterCIDR, NodeCIDRMaskSize: f.nodeCIDRMaskSize,
+		ServiceCIDR: f.serviceCIDR, ServiceNodePortRange: f.nodePortRange, ClusterDNSListen: f.dnsListen, ClusterDomain: f.clusterDomain,
 		NodeMonitorGracePeriod:           f.nodeMonitorGrace,
 		DefaultNotReadyTolerationSeconds: &f.notReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: &f.unreachableTolSeconds,
 		SkiffVersion: Version, Logger: log,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,12 +16,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/skiff-sh/skiff/internal/apiserver"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/controller/manager"
+	"github.com/skiff-sh/skiff/internal/dns"
 	"github.com/skiff-sh/skiff/internal/pki"
 	"github.com/skiff-sh/skiff/internal/scheduler"
 	"github.com/skiff-sh/skiff/internal/store"
@@ -67,6 +70,15 @@ type Config struct {
 	// DefaultUnreachableTolerationSeconds are the tolerationSeconds of
 	// the not-ready/unreachable tolerations every pod gets (nil: 300).
 	DefaultNotReadyTolerationSeconds, DefaultUnreachableTolerationSeconds *int64
+	// ServiceCIDR is the range cluster IPs come from (empty:
+	// 10.43.0.0/16); ServiceNodePortRange the node ports' (empty:
+	// 30000-32767).
+	ServiceCIDR, ServiceNodePortRange string
+	// ClusterDNSListen is the cluster DNS server's address (empty: no
+	// cluster DNS); ClusterDomain its domain (empty: cluster.local);
+	// ClusterDNSResolvConf names its upstream resolvers (empty:
+	// /etc/resolv.conf).
+	ClusterDNSListen, ClusterDomain, ClusterDNSResolvConf string
 	// SkiffVersion is the build's version, shown in /version.
 	SkiffVersion string
 	// Logger receives the control plane's logs.
@@ -150,7 +162,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
+	svcCIDR, nodePorts, err := s.serviceRanges()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	api, err := apiserver.New(apiserver.Config{
+		ServiceCIDR: svcCIDR, ServiceNodePortRange: nodePorts,
 		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
 		Resources: builtin.ResourcesWith(core.Options{NotReadyTolerationSeconds: s.cfg.DefaultNotReadyTolerationSeconds,
 			UnreachableTolerationSeconds: s.cfg.DefaultUnreachableTolerationSeconds}), Metrics: reg, Bootstrap: bootstrapObjects(),
@@ -224,9 +242,57 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
+// serviceRanges parses the service CIDR and node port range.
+func (s *Server) serviceRanges() (netip.Prefix, apiserver.PortRange, error) {
+	cidr, ports := s.cfg.ServiceCIDR, apiserver.DefaultNodePortRange
+	if cidr == "" {
+		cidr = DefaultServiceCIDR
+	}
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return p, ports, fmt.Errorf("service CIDR: %w", err)
+	}
+	if s.cfg.ServiceNodePortRange != "" {
+		if ports, err = apiserver.ParsePortRange(s.cfg.ServiceNodePortRange); err != nil {
+			return p, ports, fmt.Errorf("service node port range: %w", err)
+		}
+	}
+	return p, ports, nil
+}
+
+// DefaultServiceCIDR is where cluster IPs come from by default.
+const DefaultServiceCIDR = "10.43.0.0/16"
+
+// startClusterDNS runs the cluster DNS server, restarting it when it
+// fails (e.g. while its address is taken).
+func (s *Server) startClusterDNS(ctx context.Context, wg *sync.WaitGroup, restCfg *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.keepRunning(ctx, "cluster-dns", func(ctx context.Context) error {
+			d, err := dns.New(dns.Config{Client: cs, Listen: s.cfg.ClusterDNSListen, Domain: s.cfg.ClusterDomain,
+				ResolvConf: s.cfg.ClusterDNSResolvConf, Logger: s.log.With("component", "cluster-dns")})
+			if err != nil {
+				return err
+			}
+			return d.Run(ctx)
+		})
+	}()
+	return nil
+}
+
 // startComponents starts the control loops beside the API server: the
 // controller manager and the scheduler, each leader-elected.
 func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCfg *rest.Config, reg *prometheus.Registry, errc chan<- error) error {
+	if s.cfg.ClusterDNSListen != "" {
+		if err := s.startClusterDNS(ctx, wg, restCfg); err != nil {
+			return err
+		}
+	}
 	if !s.cfg.DisableControllerManager {
 		cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
 			LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
