@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -140,9 +141,32 @@ func TestApplierTraffic(t *testing.T) {
 	if err := a.Apply(Build([]*corev1.Service{svc, other}, []*discoveryv1.EndpointSlice{ready, slice("other", "http", 8080, ep("10.99.0.2", "n1", true, false))}, "n1")); err != nil {
 		t.Fatal(err)
 	}
+	// an established connection (kept alive) survives the restart's sync
+	dials := 0
+	dial := netns.Dialer(node, &net.Dialer{Timeout: 5 * time.Second})
+	keep := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials++
+			return dial(ctx, network, addr)
+		}}}
+	getKeep := func() (string, error) {
+		resp, err := keep.Get("http://10.43.0.10/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if body, err := getKeep(); err != nil || body != "hello from pod" {
+		t.Fatalf("kept-alive client: %q, %v", body, err)
+	}
 	b := NewApplier(openNS(t, node))
 	if err := b.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
 		t.Fatal(err)
+	}
+	if body, err := getKeep(); err != nil || body != "hello from pod" || dials != 1 {
+		t.Fatalf("kept-alive client after the restart: %q, %v, %d dials (want the one connection reused)", body, err, dials)
 	}
 	if body, err := get(node, "http://10.43.0.10/"); err != nil || body != "hello from pod" {
 		t.Fatalf("after a restart: %q, %v", body, err)
@@ -199,5 +223,65 @@ func TestApplierBalances(t *testing.T) {
 	}
 	if body, err := get(node, "http://10.43.0.10/"); err != nil || (body != "one" && body != "two") {
 		t.Fatalf("with both back: %q, %v", body, err)
+	}
+}
+
+func TestApplierNodePortAndLoadBalancer(t *testing.T) {
+	node, pod := podNetwork(t)
+	run(t, "ip", "-n", strings.TrimPrefix(node, "/run/netns/"), "route", "add", "192.168.50.0/24", "dev", "veth0")
+	serveHTTP(t, pod, "10.99.0.2:8080", "hello from pod")
+	svc := service("web", "10.43.0.10", corev1.ServiceTypeLoadBalancer, port("http", 80, 30080))
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.168.50.1"}}
+	a := NewApplier(openNS(t, node))
+	t.Cleanup(func() { _ = a.Cleanup() })
+	sl := slice("web", "http", 8080, ep("10.99.0.2", "n1", true, false))
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{sl}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{"http://10.99.0.1:30080/", "http://192.168.50.1/", "http://10.43.0.10/"} {
+		if body, err := get(node, url); err != nil || body != "hello from pod" {
+			t.Errorf("%s: %q, %v", url, body, err)
+		}
+	}
+	// no endpoints: the node port refuses too
+	if err := a.Apply(Build([]*corev1.Service{svc}, nil, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(node, "http://10.99.0.1:30080/"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("node port without endpoints: %v, want connection refused", err)
+	}
+}
+
+func TestApplierSessionAffinity(t *testing.T) {
+	node, pod := podNetwork(t)
+	run(t, "ip", "-n", strings.TrimPrefix(pod, "/run/netns/"), "addr", "add", "10.99.0.3/24", "dev", "eth0")
+	serveHTTP(t, pod, "10.99.0.2:8080", "one")
+	serveHTTP(t, pod, "10.99.0.3:8080", "two")
+	svc := service("web", "10.43.0.10", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	a := NewApplier(openNS(t, node))
+	t.Cleanup(func() { _ = a.Cleanup() })
+	both := slice("web", "http", 8080, ep("10.99.0.2", "n1", true, false), ep("10.99.0.3", "n1", true, false))
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{both}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for range 30 {
+		body, err := get(node, "http://10.43.0.10/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[body]++
+	}
+	if len(seen) != 1 {
+		t.Fatalf("with ClientIP affinity one client reached %v, want one backend", seen)
+	}
+	// affinity off again (incremental): the sets go away
+	svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{both}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if rules := nftList(t, node); strings.Contains(rules, "set aff-") {
+		t.Errorf("affinity sets left after affinity was turned off:\n%s", rules)
 	}
 }
