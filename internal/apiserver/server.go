@@ -368,7 +368,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 // bootstrap creates the configured objects that do not exist yet.
 func (s *Server) bootstrap(ctx context.Context) error {
-	for _, obj := range append(append([]runtime.Object(nil), s.cfg.Bootstrap...), s.kubernetesService()...) {
+	kubernetes := s.kubernetesService()
+	for _, obj := range append(append([]runtime.Object(nil), s.cfg.Bootstrap...), kubernetes...) {
 		gvk := obj.GetObjectKind().GroupVersionKind()
 		var h *resourceHandler
 		for _, c := range s.handlers {
@@ -391,5 +392,5 @@ func (s *Server) bootstrap(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return s.updateKubernetesEndpoints(ctx, kubernetes)
 }

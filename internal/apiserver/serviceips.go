@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -473,4 +474,28 @@ func (s *Server) kubernetesService() []runtime.Object {
 			Ports:     []corev1.EndpointPort{{Name: "https", Port: int32(ap.Port()), Protocol: corev1.ProtocolTCP}},
 		}},
 	})
+}
+
+// updateKubernetesEndpoints points the kubernetes service's Endpoints at
+// this server when they name another address (a restart on a new port).
+func (s *Server) updateKubernetesEndpoints(ctx context.Context, objs []runtime.Object) error {
+	h := s.byGR[schema.GroupResource{Resource: "endpoints"}]
+	for _, o := range objs {
+		want, ok := o.(*corev1.Endpoints)
+		if !ok || h == nil {
+			continue
+		}
+		_, err := h.guaranteedUpdate(ctx, want.Namespace, want.Name, false, func(cur runtime.Object) (runtime.Object, error) {
+			ep := cur.(*corev1.Endpoints)
+			if reflect.DeepEqual(ep.Subsets, want.Subsets) { //nolint:staticcheck // Endpoints
+				return nil, errNoChange
+			}
+			ep.Subsets = want.Subsets //nolint:staticcheck // Endpoints
+			return ep, nil
+		})
+		if err != nil {
+			return fmt.Errorf("update the kubernetes service's endpoints: %w", err)
+		}
+	}
+	return nil
 }

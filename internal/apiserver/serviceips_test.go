@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -305,8 +307,17 @@ func TestServiceAllocationSurvivesRestart(t *testing.T) {
 	}
 	ts.stop()
 
-	ts = startTestServerIn(t, dir, withServiceCIDR)
+	ts = startTestServerIn(t, dir, func(c *Config) {
+		withServiceCIDR(c)
+		c.AdvertiseAddress = netip.MustParseAddr("192.0.2.11")
+	})
 	svcs := ts.cs.CoreV1().Services("default")
+	// the kubernetes service's endpoints follow the server's new address
+	ep, err := ts.cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil || len(ep.Subsets) != 1 || ep.Subsets[0].Addresses[0].IP != "192.0.2.11" || //nolint:staticcheck // Endpoints
+		ep.Subsets[0].Ports[0].Port != int32(ts.port()) { //nolint:staticcheck // Endpoints
+		t.Fatalf("kubernetes endpoints after restart: %v %v", ep, err)
+	}
 	_, err = svcs.Create(ctx, svcOf("b", "", withIP(first.Spec.ClusterIP)), metav1.CreateOptions{})
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "provided IP is already allocated") {
 		t.Fatalf("IP after restart: %v", err)
@@ -318,4 +329,14 @@ func TestServiceAllocationSurvivesRestart(t *testing.T) {
 	if k, err := svcs.Get(ctx, "kubernetes", metav1.GetOptions{}); err != nil || k.Spec.ClusterIP != "10.43.0.1" {
 		t.Fatalf("kubernetes service after restart: %v %v", k, err)
 	}
+}
+
+// port is the port the test server listens on.
+func (ts *testServer) port() int {
+	u, err := url.Parse(ts.rest.Host)
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(u.Port())
+	return p
 }

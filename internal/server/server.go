@@ -168,7 +168,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	api, err := apiserver.New(apiserver.Config{
-		ServiceCIDR: svcCIDR, ServiceNodePortRange: nodePorts,
+		ServiceCIDR: svcCIDR, ServiceNodePortRange: nodePorts, AdvertiseAddress: advertiseAddress(host),
 		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
 		Resources: builtin.ResourcesWith(core.Options{NotReadyTolerationSeconds: s.cfg.DefaultNotReadyTolerationSeconds,
 			UnreachableTolerationSeconds: s.cfg.DefaultUnreachableTolerationSeconds}), Metrics: reg, Bootstrap: bootstrapObjects(),
@@ -258,6 +258,22 @@ func (s *Server) serviceRanges() (netip.Prefix, apiserver.PortRange, error) {
 		}
 	}
 	return p, ports, nil
+}
+
+// advertiseAddress is the address the kubernetes service's endpoints
+// name: the listening host, or for a wildcard listener this machine's
+// first global unicast IPv4 address.
+func advertiseAddress(host string) netip.Addr {
+	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+		return a
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		if p, err := netip.ParsePrefix(ad.String()); err == nil && p.Addr().Is4() && p.Addr().IsGlobalUnicast() {
+			return p.Addr()
+		}
+	}
+	return netip.Addr{}
 }
 
 // DefaultServiceCIDR is where cluster IPs come from by default.
