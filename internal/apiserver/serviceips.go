@@ -126,7 +126,12 @@ func heldPorts(svc *corev1.Service) map[int32]bool {
 // plan fills the cluster IPs and node ports svc lacks and says which
 // allocations it takes and which of old's it gives back. A nil svc (a
 // delete) releases everything old holds.
-func (a *serviceAlloc) plan(ctx context.Context, st *store.Store, old, svc *corev1.Service) (*plan, field.ErrorList) {
+//
+// The first attempts pick at random without reading what is taken (the
+// transaction settles it, and a write costs no scan of all allocations);
+// later attempts, when the range is crowded, pick from the list of free ones.
+func (a *serviceAlloc) plan(ctx context.Context, st *store.Store, old, svc *corev1.Service, attempt int) (*plan, field.ErrorList) {
+	scan := attempt >= blindAttempts
 	p := &plan{}
 	var errs field.ErrorList
 	specPath := field.NewPath("spec")
@@ -142,7 +147,7 @@ func (a *serviceAlloc) plan(ctx context.Context, st *store.Store, old, svc *core
 	}
 	if wantsIP(svc) && len(errs) == 0 {
 		if len(svc.Spec.ClusterIPs) == 0 {
-			ip, err := a.pickIP(ctx, st)
+			ip, err := a.pickIP(ctx, st, scan)
 			if err != nil {
 				return nil, field.ErrorList{field.InternalError(specPath.Child("clusterIPs"), err)}
 			}
@@ -188,6 +193,9 @@ func (a *serviceAlloc) plan(ctx context.Context, st *store.Store, old, svc *core
 			(svc.Spec.AllocateLoadBalancerNodePorts == nil || *svc.Spec.AllocateLoadBalancerNodePorts))
 		var used map[int32]bool
 		pick := func() (int32, error) {
+			if used == nil && !scan {
+				used = map[int32]bool{}
+			}
 			if used == nil {
 				var err error
 				if used, err = a.usedPorts(ctx, st); err != nil {
@@ -284,9 +292,12 @@ func (a *serviceAlloc) inRange(addr netip.Addr) bool {
 	return n != 0 && n != a.size+2 // neither the network nor the broadcast address
 }
 
-// pickIP picks a free address at random; the transaction that claims it
-// settles a race with another writer.
-func (a *serviceAlloc) pickIP(ctx context.Context, st *store.Store) (string, error) {
+// pickIP picks an address at random, a free one when scan is set; the
+// transaction that claims it settles a race with another writer.
+func (a *serviceAlloc) pickIP(ctx context.Context, st *store.Store, scan bool) (string, error) {
+	if !scan {
+		return addr4(a.first + rand.Uint32N(a.size)).String(), nil
+	}
 	kvs, _, _, err := st.List(ctx, a.ipPrefix, "", 0, 0)
 	if err != nil {
 		return "", err
@@ -333,9 +344,12 @@ func (a *serviceAlloc) pickPort(used, taken map[int32]bool) (int32, error) {
 	return 0, fmt.Errorf("range is full: no free node port in %s", a.ports)
 }
 
-// maxAllocAttempts bounds the retries when a picked IP or port was taken
-// by a concurrent writer.
-const maxAllocAttempts = 50
+// maxAllocAttempts bounds the retries when a picked IP or port was taken;
+// the first blindAttempts pick without reading the allocations.
+const (
+	maxAllocAttempts = 50
+	blindAttempts    = 8
+)
 
 // writeService stores a service write (primary) together with the
 // allocations it takes and releases. obj is nil for a delete.
@@ -357,7 +371,7 @@ func (h *resourceHandler) writeService(ctx context.Context, primary store.Op, ol
 		if svc != nil {
 			svc.Spec = *orig.DeepCopy()
 		}
-		p, errs := a.plan(ctx, h.s.store, oldSvc, svc)
+		p, errs := a.plan(ctx, h.s.store, oldSvc, svc, attempt)
 		if len(errs) > 0 {
 			return 0, h.invalid(name, errs)
 		}
@@ -434,7 +448,7 @@ func (h *resourceHandler) previewService(ctx context.Context, old, obj runtime.O
 		return nil
 	}
 	oldSvc, _ := old.(*corev1.Service)
-	if _, errs := h.s.alloc.plan(ctx, h.s.store, oldSvc, svc); len(errs) > 0 {
+	if _, errs := h.s.alloc.plan(ctx, h.s.store, oldSvc, svc, blindAttempts); len(errs) > 0 {
 		return h.invalid(svc.Name, errs)
 	}
 	return nil

@@ -340,3 +340,34 @@ func (ts *testServer) port() int {
 	p, _ := strconv.Atoi(u.Port())
 	return p
 }
+
+func TestServiceAllocationFillsRange(t *testing.T) {
+	ts := startTestServerIn(t, t.TempDir(), func(c *Config) {
+		c.ServiceCIDR = netip.MustParsePrefix("10.43.0.0/29") // .2 to .6 are dynamic
+		c.ServiceNodePortRange = PortRange{Min: 31000, Max: 31004}
+	})
+	ctx := context.Background()
+	svcs := ts.cs.CoreV1().Services("default")
+	ips, ports := map[string]bool{}, map[int32]bool{}
+	for i := range 5 {
+		s, err := svcs.Create(ctx, svcOf(fmt.Sprintf("s%d", i), corev1.ServiceTypeNodePort, nil), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		ips[s.Spec.ClusterIP], ports[s.Spec.Ports[0].NodePort] = true, true
+	}
+	if len(ips) != 5 || len(ports) != 5 || ips["10.43.0.1"] || ips["10.43.0.7"] {
+		t.Fatalf("IPs %v, ports %v", ips, ports)
+	}
+	_, err := svcs.Create(ctx, svcOf("full", "", nil), metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "range is full") {
+		t.Fatalf("create in a full range: %v", err)
+	}
+	// a release makes room again
+	if err := svcs.Delete(ctx, "s0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svcs.Create(ctx, svcOf("again", corev1.ServiceTypeNodePort, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create after a release: %v", err)
+	}
+}
