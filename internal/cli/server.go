@@ -40,6 +40,7 @@ type serverFlags struct {
 
 	// services and cluster DNS
 	serviceCIDR, nodePortRange string
+	loadBalancerPool           string
 	dnsListen, clusterDomain   string
 }
 
@@ -66,6 +67,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.IntVar(&f.nodeCIDRMaskSize, "node-cidr-mask-size", nodeipam.DefaultNodeMaskSize, "prefix length of each node's pod CIDR (the cluster CIDR holds 2^(this - its length) nodes)")
 	fs.StringVar(&f.serviceCIDR, "service-cidr", server.DefaultServiceCIDR, "IPv4 range services' cluster IPs come from (its first address is the kubernetes service's)")
 	fs.StringVar(&f.nodePortRange, "service-node-port-range", apiserver.DefaultNodePortRange.String(), "range of the node ports of NodePort and LoadBalancer services")
+	fs.StringVar(&f.loadBalancerPool, "load-balancer-pool", "", "IPv4 CIDRs and first-last ranges, comma separated, that LoadBalancer services get addresses from (empty: they stay pending)")
 	fs.StringVar(&f.dnsListen, "cluster-dns-listen", dns.DefaultListen, "UDP and TCP address of the cluster DNS server (empty: none)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", dns.DefaultDomain, "the cluster's DNS domain")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -81,7 +83,7 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 		EtcdEndpoints: splitList(f.etcdEndpoints), EtcdCAFile: f.etcdCA, EtcdCertFile: f.etcdCert, EtcdKeyFile: f.etcdKey,
 		DisableScheduler: f.disableScheduler, DisableControllerManager: f.disableControllerManager, SchedulerConfigFile: f.schedulerConfig,
 		LeaseDuration: f.leaseDuration, RenewDeadline: f.renewDeadline, RetryPeriod: f.retryPeriod, Identity: f.identity,
-		ClusterCIDR: f.clusterCIDR, NodeCIDRMaskSize: f.nodeCIDRMaskSize,
+		ClusterCIDR: f.clusterCIDR, NodeCIDRMaskSize: f.nodeCIDRMaskSize, LoadBalancerPool: f.loadBalancerPool,
 		ServiceCIDR: f.serviceCIDR, ServiceNodePortRange: f.nodePortRange, ClusterDNSListen: f.dnsListen, ClusterDomain: f.clusterDomain,
 		NodeMonitorGracePeriod:           f.nodeMonitorGrace,
 		DefaultNotReadyTolerationSeconds: &f.notReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: &f.unreachableTolSeconds,

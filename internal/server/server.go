@@ -63,6 +63,10 @@ type Config struct {
 	// NodeCIDRMaskSize bits from (zero: 10.42.0.0/16 and 24).
 	ClusterCIDR      string
 	NodeCIDRMaskSize int
+	// LoadBalancerPool is the IPv4 CIDRs and first-last ranges (comma
+	// separated) LoadBalancer services get addresses from (empty: they
+	// stay pending).
+	LoadBalancerPool string
 	// NodeMonitorGracePeriod is how long a node may go without
 	// heartbeating before it is unreachable (zero: upstream's 40s).
 	NodeMonitorGracePeriod time.Duration
@@ -313,7 +317,7 @@ func (s *Server) startComponents(ctx context.Context, wg *sync.WaitGroup, restCf
 		cm, err := manager.New(manager.Config{Rest: restCfg, Logger: s.log.With("component", "controller-manager"),
 			LeaseDuration: s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
 			Identity: s.cfg.Identity, ClusterCIDR: s.cfg.ClusterCIDR, NodeCIDRMaskSize: s.cfg.NodeCIDRMaskSize,
-			NodeMonitorGracePeriod: s.cfg.NodeMonitorGracePeriod})
+			NodeMonitorGracePeriod: s.cfg.NodeMonitorGracePeriod, LoadBalancerPool: s.cfg.LoadBalancerPool})
 		if err != nil {
 			return err
 		}
