@@ -41,6 +41,7 @@ func ParsePortRange(s string) (PortRange, error) {
 	return PortRange{Min: int32(a), Max: int32(b)}, nil
 }
 
+// String formats the range as MIN-MAX.
 func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
 // serviceAlloc hands out cluster IPs and node ports. Each allocation is
@@ -483,7 +484,7 @@ func (s *Server) kubernetesService() []runtime.Object {
 	return append(out, &corev1.Endpoints{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Endpoints"},
 		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault},
-		Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // the kubernetes service's Endpoints, as upstream writes them
+		Subsets: []corev1.EndpointSubset{{
 			Addresses: []corev1.EndpointAddress{{IP: ap.Addr().Unmap().String()}},
 			Ports:     []corev1.EndpointPort{{Name: "https", Port: int32(ap.Port()), Protocol: corev1.ProtocolTCP}},
 		}},
@@ -501,10 +502,10 @@ func (s *Server) updateKubernetesEndpoints(ctx context.Context, objs []runtime.O
 		}
 		_, err := h.guaranteedUpdate(ctx, want.Namespace, want.Name, false, func(cur runtime.Object) (runtime.Object, error) {
 			ep := cur.(*corev1.Endpoints)
-			if reflect.DeepEqual(ep.Subsets, want.Subsets) { //nolint:staticcheck // Endpoints
+			if reflect.DeepEqual(ep.Subsets, want.Subsets) {
 				return nil, errNoChange
 			}
-			ep.Subsets = want.Subsets //nolint:staticcheck // Endpoints
+			ep.Subsets = want.Subsets
 			return ep, nil
 		})
 		if err != nil {

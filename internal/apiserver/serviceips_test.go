@@ -90,7 +90,7 @@ func TestServiceAllocation(t *testing.T) {
 		t.Fatalf("kubernetes service: %v %v", k, err)
 	}
 	ep, err := ts.cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
-	if err != nil || len(ep.Subsets) != 1 || ep.Subsets[0].Addresses[0].IP != "192.0.2.10" { //nolint:staticcheck // Endpoints
+	if err != nil || len(ep.Subsets) != 1 || ep.Subsets[0].Addresses[0].IP != "192.0.2.10" {
 		t.Fatalf("kubernetes endpoints: %v %v", ep, err)
 	}
 
@@ -314,8 +314,8 @@ func TestServiceAllocationSurvivesRestart(t *testing.T) {
 	svcs := ts.cs.CoreV1().Services("default")
 	// the kubernetes service's endpoints follow the server's new address
 	ep, err := ts.cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
-	if err != nil || len(ep.Subsets) != 1 || ep.Subsets[0].Addresses[0].IP != "192.0.2.11" || //nolint:staticcheck // Endpoints
-		ep.Subsets[0].Ports[0].Port != int32(ts.port()) { //nolint:staticcheck // Endpoints
+	if err != nil || len(ep.Subsets) != 1 || ep.Subsets[0].Addresses[0].IP != "192.0.2.11" ||
+		ep.Subsets[0].Ports[0].Port != int32(ts.port()) {
 		t.Fatalf("kubernetes endpoints after restart: %v %v", ep, err)
 	}
 	_, err = svcs.Create(ctx, svcOf("b", "", withIP(first.Spec.ClusterIP)), metav1.CreateOptions{})

@@ -461,10 +461,12 @@ type TxnError struct {
 	Err   error
 }
 
+// Error says which operation failed and why.
 func (e *TxnError) Error() string {
 	return fmt.Sprintf("transaction operation %d on %s: %v", e.Index, e.Key, e.Err)
 }
 
+// Unwrap returns ErrExists, ErrConflict or ErrNotFound.
 func (e *TxnError) Unwrap() error { return e.Err }
 
 // Txn applies all ops atomically, or none when a condition fails, and
