@@ -165,6 +165,23 @@ func TestApplierTraffic(t *testing.T) {
 	if err := b.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
 		t.Fatal(err)
 	}
+	// web's chains were right already: only "other"'s go, web's stay
+	svcChain := chainName("svc", "default/web/TCP/http")
+	if rules := nftList(t, node); !strings.Contains(rules, "chain "+svcChain) {
+		t.Fatalf("restart lost %s:\n%s", svcChain, rules)
+	}
+	// another restart: the chains are kept as they are (same rule handles)
+	listChain := func() string {
+		return run(t, "ip", "netns", "exec", strings.TrimPrefix(node, "/run/netns/"), "nft", "-a", "list", "chain", "ip", TableName, svcChain)
+	}
+	before := listChain()
+	again := NewApplier(openNS(t, node))
+	if err := again.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if after := listChain(); after != before {
+		t.Errorf("a reconcile of an unchanged table rewrote %s:\n%s\nthen:\n%s", svcChain, before, after)
+	}
 	if body, err := getKeep(); err != nil || body != "hello from pod" || dials != 1 {
 		t.Fatalf("kept-alive client after the restart: %q, %v, %d dials (want the one connection reused)", body, err, dials)
 	}
