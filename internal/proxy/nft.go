@@ -418,12 +418,22 @@ func rulesEqual(a, b []Rule) bool {
 }
 
 // dispatch collects map elements per map.
-type dispatch map[string][]nftables.SetElement
+type dispatch struct {
+	elems map[string][]nftables.SetElement
+	seen  map[string]bool
+}
 
 func (d *dispatch) put(set string, key []byte, v Verdict) {
-	if *d == nil {
-		*d = dispatch{}
+	if d.elems == nil {
+		d.elems, d.seen = map[string][]nftables.SetElement{}, map[string]bool{}
 	}
+	// two services claiming one destination (a shared external IP): the
+	// first keeps it, as a duplicate would fail the whole transaction
+	k := set + "/" + string(key)
+	if d.seen[k] {
+		return
+	}
+	d.seen[k] = true
 	var verdict *expr.Verdict
 	switch v.Kind {
 	case Goto:
@@ -433,7 +443,7 @@ func (d *dispatch) put(set string, key []byte, v Verdict) {
 	case Drop:
 		verdict = &expr.Verdict{Kind: expr.VerdictDrop}
 	}
-	(*d)[set] = append((*d)[set], nftables.SetElement{Key: key, VerdictData: verdict})
+	d.elems[set] = append(d.elems[set], nftables.SetElement{Key: key, VerdictData: verdict})
 }
 
 func (d *dispatch) ip(k IPPort, v Verdict) {
@@ -464,9 +474,9 @@ func (d *dispatch) collect(s *Service) {
 	}
 }
 
-func (d dispatch) emit(b *batch, add bool) {
+func (d *dispatch) emit(b *batch, add bool) {
 	for _, set := range []string{mapServiceIPs, mapNoEndpointIPs, mapNodePorts, mapNoEndpointNPs} {
-		b.elements(set, d[set], add)
+		b.elements(set, d.elems[set], add)
 	}
 }
 

@@ -302,3 +302,16 @@ func TestApplierSessionAffinity(t *testing.T) {
 		t.Errorf("affinity sets left after affinity was turned off:\n%s", rules)
 	}
 }
+
+func TestApplierSharedExternalIP(t *testing.T) {
+	node := testNetns(t, "shared")
+	a := NewApplier(openNS(t, node))
+	t.Cleanup(func() { _ = a.Cleanup() })
+	x := service("x", "10.43.0.10", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	y := service("y", "10.43.0.11", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	x.Spec.ExternalIPs, y.Spec.ExternalIPs = []string{"192.168.60.1"}, []string{"192.168.60.1"}
+	// a duplicate destination must not fail the whole transaction
+	if err := a.Apply(Build([]*corev1.Service{x, y}, nil, "n1")); err != nil {
+		t.Fatal(err)
+	}
+}
