@@ -234,8 +234,10 @@ func (a *Applier) full(b *batch, m Model) error {
 	b.staticChains()
 	for _, svc := range m {
 		for name := range svc.Chains {
-			b.c.AddChain(b.ch(name))
-			b.msgs++
+			if !existingChains[name] {
+				b.c.AddChain(b.ch(name))
+				b.msgs++
+			}
 		}
 	}
 	// chains the table already has with the wanted rules stay as they are
