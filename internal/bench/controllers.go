@@ -96,7 +96,7 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	kubeconfig := filepath.Join(serverDir, "admin.kubeconfig")
 	fmt.Fprintf(cfg.Progress, "starting skiff server (cluster CIDR %s)...\n", cfg.ClusterCIDR)
 	srv, err := startChild("server", filepath.Join(dir, "server.log"), bin, "server", "--data-dir", serverDir, "--listen", listen,
-		"--disable-agent", "--cluster-cidr", cfg.ClusterCIDR, "--node-cidr-mask-size", "24", "--log-level", "warn")
+		"--disable-agent", "--cluster-dns-listen", "127.0.0.1:0", "--cluster-cidr", cfg.ClusterCIDR, "--node-cidr-mask-size", "24", "--log-level", "warn")
 	if err != nil {
 		return Result{}, err
 	}

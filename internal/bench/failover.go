@@ -126,7 +126,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (res Result, err error) {
 	}()
 	start := func(s *failoverServer) error {
 		p, err := startChild(s.identity, filepath.Join(dir, s.identity+".log"), bin, "server",
-			"--data-dir", s.dir, "--listen", s.listen, "--etcd-endpoints", endpoint, "--disable-agent",
+			"--data-dir", s.dir, "--listen", s.listen, "--etcd-endpoints", endpoint, "--disable-agent", "--cluster-dns-listen", "127.0.0.1:0",
 			"--leader-elect-identity", s.identity,
 			"--leader-elect-lease-duration", cfg.LeaseDuration.String(),
 			"--leader-elect-renew-deadline", cfg.RenewDeadline.String(),

@@ -76,7 +76,7 @@ func startAndMeasure(ctx context.Context, bin, dir string, idle time.Duration) (
 		return 0, 0, err
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.CommandContext(ctx, bin, "server", "--data-dir", dir, "--listen", listen, "--disable-agent", "--log-level", "warn")
+	cmd := exec.CommandContext(ctx, bin, "server", "--data-dir", dir, "--listen", listen, "--disable-agent", "--cluster-dns-listen", "127.0.0.1:0", "--log-level", "warn")
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		return 0, 0, err

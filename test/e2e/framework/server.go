@@ -87,7 +87,9 @@ func (e *Env) StartServer(t testing.TB, opts ServerOptions) *Server {
 }
 
 func (s *Server) args() []string {
-	args := []string{"server", "--data-dir", s.dataDir, "--listen", s.addr, "--disable-agent"}
+	// Port 0: several servers of one run must not compete for the
+	// cluster DNS default port.
+	args := []string{"server", "--data-dir", s.dataDir, "--listen", s.addr, "--disable-agent", "--cluster-dns-listen", "127.0.0.1:0"}
 	if len(s.opts.EtcdEndpoints) > 0 {
 		args = append(args, "--etcd-endpoints", strings.Join(s.opts.EtcdEndpoints, ","))
 	}
