@@ -141,10 +141,14 @@ func Scheduler(ctx context.Context, cfg SchedulerConfig) (Result, error) {
 			return Result{}, fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
 		}
 	} else {
-		fmt.Fprintf(cfg.Progress, "starting a control plane (scheduler disabled)...\n")
+		fmt.Fprintf(cfg.Progress, "starting a control plane (API server only: no scheduler, no controllers)...\n")
 		var stop func()
 		var err error
-		if rc, stop, err = startServer(ctx, withoutScheduler); err != nil {
+		// As upstream's scheduler_perf: an API server and the scheduler
+		// under test only. Controllers would add load of their own, and
+		// node lifecycle would taint the benchmark's nodes, which have no
+		// agent renewing their Leases, once its grace period passes.
+		if rc, stop, err = startServer(ctx, withoutScheduler, withoutControllers); err != nil {
 			return Result{}, err
 		}
 		defer stop()
@@ -167,6 +171,8 @@ func Scheduler(ctx context.Context, cfg SchedulerConfig) (Result, error) {
 }
 
 func withoutScheduler(c *server.Config) { c.DisableScheduler = true }
+
+func withoutControllers(c *server.Config) { c.DisableControllerManager = true }
 
 func (r *schedRun) podName(i int) string  { return fmt.Sprintf("pod-%06d", i) }
 func (r *schedRun) nodeName(i int) string { return fmt.Sprintf("bench-%s-%05d", r.run, i) }

@@ -85,9 +85,11 @@ func benchScheduler(ctx context.Context, e *env, args []string) (bench.Result, e
 	var cfg bench.SchedulerConfig
 	var asJSON bool
 	fs := newFlagSet(e, "bench scheduler", `
-Measure the scheduler like upstream's scheduler_perf SchedulingBasic: start a
-control plane with embedded etcd in a temporary directory (its own scheduler
-disabled), or use the one --kubeconfig points at; create --nodes Node objects
+Measure the scheduler like upstream's scheduler_perf SchedulingBasic: start an
+API server with embedded etcd in a temporary directory (no scheduler, no
+controllers, as scheduler_perf), or use the control plane --kubeconfig points
+at (its node lifecycle controller may taint the benchmark's nodes, which renew
+no Leases, after its grace period); create --nodes Node objects
 (4 CPU, 32Gi, 110 pods, Ready, in 3 zones); run a scheduler in this process;
 create --pods pods through the API with concurrent clients and wait until all
 are bound. Prints pods/s (first create to last binding), p50/p99 latency (pod
