@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -189,10 +190,16 @@ func BuildService(svc *corev1.Service, svcSlices []*discoveryv1.EndpointSlice, n
 		if externalLocal {
 			externalEps = pick(all, true)
 		}
-		svcChain, extChain := chainName("svc", key), chainName("ext", key)
+		// Chain names are content-addressed: the service port, and what
+		// decides the chain's rules, so a chain with a given name always
+		// has the same rules and a restart keeps what the table has.
 		epChain := func(e endpoint) string {
-			return chainName("ep", key+"/"+netip.AddrPortFrom(e.ip, e.port).String())
+			return chainName("ep", fmt.Sprintf("%s/%s/%v", key, netip.AddrPortFrom(e.ip, e.port), affinity))
 		}
+		named := func(prefix string, rules []Rule) string {
+			return chainName(prefix, fmt.Sprintf("%s/%v", key, rules))
+		}
+		var svcChain string
 		affSet := func(e endpoint) string {
 			return chainName("aff", key+"/"+netip.AddrPortFrom(e.ip, e.port).String())
 		}
@@ -227,7 +234,9 @@ func BuildService(svc *corev1.Service, svcSlices []*discoveryv1.EndpointSlice, n
 		noEndpoints := Verdict{Kind: Reject}
 		clusterVerdict := noEndpoints
 		if len(clusterEps) > 0 {
-			out.Chains[svcChain] = balance(clusterEps)
+			rules := balance(clusterEps)
+			svcChain = named("svc", rules)
+			out.Chains[svcChain] = rules
 			clusterVerdict = Verdict{Kind: Goto, Chain: svcChain}
 		}
 		for _, ip := range clusterIPs {
@@ -243,10 +252,14 @@ func BuildService(svc *corev1.Service, svcSlices []*discoveryv1.EndpointSlice, n
 		extVerdict := noEndpoints
 		switch {
 		case !externalLocal && len(clusterEps) > 0:
-			out.Chains[extChain] = []Rule{{Kind: RuleMasq}, {Kind: RuleGoto, Target: svcChain}}
+			rules := []Rule{{Kind: RuleMasq}, {Kind: RuleGoto, Target: svcChain}}
+			extChain := named("ext", rules)
+			out.Chains[extChain] = rules
 			extVerdict = Verdict{Kind: Goto, Chain: extChain}
 		case externalLocal && len(externalEps) > 0:
-			out.Chains[extChain] = balance(externalEps)
+			rules := balance(externalEps)
+			extChain := named("ext", rules)
+			out.Chains[extChain] = rules
 			extVerdict = Verdict{Kind: Goto, Chain: extChain}
 		case externalLocal && len(all) > 0:
 			extVerdict = Verdict{Kind: Drop}

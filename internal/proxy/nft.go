@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +10,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -66,7 +63,6 @@ type batch struct {
 	maps  map[string]*nftables.Set
 	err   error
 	chain map[string]*nftables.Chain
-	tag   string // userdata for the next rule added
 }
 
 func (a *Applier) newBatch() (*batch, error) {
@@ -111,14 +107,7 @@ func (b *batch) ch(name string) *nftables.Chain {
 
 func (b *batch) addRule(chain string, exprs ...expr.Any) {
 	b.msgs++
-	r := &nftables.Rule{Table: b.t, Chain: b.ch(chain), Exprs: exprs}
-	if b.tag != "" {
-		// the chain's first rule carries the sum of all its rules, so a
-		// restart's reconcile can keep chains that are already right
-		r.UserData = userdata.AppendString(nil, userdata.TypeComment, b.tag)
-		b.tag = ""
-	}
-	b.c.AddRule(r)
+	b.c.AddRule(&nftables.Rule{Table: b.t, Chain: b.ch(chain), Exprs: exprs})
 }
 
 func (b *batch) addSet(s *nftables.Set, elems []nftables.SetElement) {
@@ -240,18 +229,12 @@ func (a *Applier) full(b *batch, m Model) error {
 			}
 		}
 	}
-	// chains the table already has with the wanted rules stay as they are
-	sums := map[string]string{}
-	if len(existingChains) > 0 {
-		var err error
-		if sums, err = a.chainSums(); err != nil {
-			return err
-		}
-	}
+	// chain names are content-addressed (see BuildService): a chain the
+	// table already has holds the wanted rules and stays as it is
 	keep := map[string]bool{}
 	for _, svc := range m {
-		for name, rules := range svc.Chains {
-			if existingChains[name] && sums[name] == rulesSum(rules) {
+		for name := range svc.Chains {
+			if existingChains[name] {
 				keep[name] = true
 			}
 		}
@@ -585,8 +568,6 @@ func (b *batch) staticRules() {
 
 // rules writes one service-owned chain's rules.
 func (b *batch) rules(chain string, rules []Rule) {
-	b.tag = rulesSum(rules)
-	defer func() { b.tag = "" }()
 	for _, r := range rules {
 		switch r.Kind {
 		case RuleMasq:
@@ -648,61 +629,4 @@ func (a *Applier) Cleanup() error {
 	b.c.DelTable(b.t)
 	b.msgs++
 	return b.flush()
-}
-
-// rulesSum identifies a chain's rules (stored in its first rule's
-// comment).
-func rulesSum(rules []Rule) string {
-	h := sha256.Sum256(fmt.Appendf(nil, "v1 %v", rules))
-	return "skiff:" + hex.EncodeToString(h[:12])
-}
-
-// chainSums reads, in one dump of the table's rules, the sum each chain's
-// first rule carries.
-func (a *Applier) chainSums() (map[string]string, error) {
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: a.netns})
-	if err != nil {
-		return nil, fmt.Errorf("proxy: netlink: %w", err)
-	}
-	defer nl.Close()
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")}})
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := nl.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append([]byte{unix.NFPROTO_IPV4, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("proxy: dump rules: %w", err)
-	}
-	sums := map[string]string{}
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-		if err != nil {
-			return nil, fmt.Errorf("proxy: dump rules: %w", err)
-		}
-		var chain string
-		var ud []byte
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_RULE_CHAIN:
-				chain = ad.String()
-			case unix.NFTA_RULE_USERDATA:
-				ud = ad.Bytes()
-			}
-		}
-		if _, seen := sums[chain]; seen || chain == "" {
-			continue // only the first rule of a chain carries the sum
-		}
-		sum, _ := userdata.GetString(ud, userdata.TypeComment)
-		sums[chain] = sum
-	}
-	return sums, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -138,9 +139,13 @@ func TestApplierTraffic(t *testing.T) {
 		t.Fatalf("after the endpoint came back: %q, %v", body, err)
 	}
 	other := service("other", "10.43.0.11", corev1.ServiceTypeClusterIP, port("http", 80, 0))
-	if err := a.Apply(Build([]*corev1.Service{svc, other}, []*discoveryv1.EndpointSlice{ready, slice("other", "http", 8080, ep("10.99.0.2", "n1", true, false))}, "n1")); err != nil {
+	withOther := Build([]*corev1.Service{svc, other}, []*discoveryv1.EndpointSlice{ready, slice("other", "http", 8080, ep("10.99.0.2", "n1", true, false))}, "n1")
+	if err := a.Apply(withOther); err != nil {
 		t.Fatal(err)
 	}
+	cip := func(ip string) IPPort { return IPPort{IP: netip.MustParseAddr(ip), Proto: 6, Port: 80} }
+	svcChain := withOther["default/web"].IPs[cip("10.43.0.10")].Chain
+	otherChain := withOther["default/other"].IPs[cip("10.43.0.11")].Chain
 	// an established connection (kept alive) survives the restart's sync
 	dials := 0
 	dial := netns.Dialer(node, &net.Dialer{Timeout: 5 * time.Second})
@@ -166,7 +171,6 @@ func TestApplierTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// web's chains were right already: only "other"'s go, web's stay
-	svcChain := chainName("svc", "default/web/TCP/http")
 	if rules := nftList(t, node); !strings.Contains(rules, "chain "+svcChain) {
 		t.Fatalf("restart lost %s:\n%s", svcChain, rules)
 	}
@@ -189,7 +193,7 @@ func TestApplierTraffic(t *testing.T) {
 		t.Fatalf("after a restart: %q, %v", body, err)
 	}
 	rules := nftList(t, node)
-	for _, gone := range []string{"10.43.0.11", chainName("svc", "default/other/TCP/http")} {
+	for _, gone := range []string{"10.43.0.11", otherChain} {
 		if strings.Contains(rules, gone) {
 			t.Errorf("after the restart's full sync the table still has %s:\n%s", gone, rules)
 		}
