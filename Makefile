@@ -48,9 +48,11 @@ lint: ## gofmt, go vet, go mod tidy and golangci-lint
 	@$(STAGE) mod-tidy $(GO) mod tidy -diff
 	@$(STAGE) golangci-lint $(GOLANGCI_LINT) run ./...
 
-bench: build ## API and startup benchmarks
+bench: build ## API, startup, scheduler and failover benchmarks (skiff bench --help lists all)
 	@$(STAGE) bench-api $(BIN) bench api $(BENCH_FLAGS)
 	@$(STAGE) bench-startup $(BIN) bench startup $(BENCH_FLAGS)
+	@$(STAGE) bench-scheduler $(BIN) bench scheduler --nodes 1000 --pods 10000 $(BENCH_FLAGS)
+	@$(STAGE) bench-failover $(BIN) bench failover $(BENCH_FLAGS)
 
 up: deps ## build and start a local cluster (hack/up.sh)
 	@hack/up.sh $(UP_ARGS)

@@ -37,7 +37,7 @@ func commands() []command {
 		{"server", "run the control plane (API server on etcd) on this machine", runServer},
 		{"up", "start a local cluster for trying skiff out and print how to use it", runUp},
 		{"token", "manage bearer tokens for nodes and automation (token create)", runToken},
-		{"bench", "run a benchmark scenario and print its figures (bench api|startup)", runBench},
+		{"bench", "run a benchmark scenario and print its figures (skiff bench --help lists the scenarios)", runBench},
 		{"scheduler", "run the scheduler alone against an API server (--kubeconfig), leader-elected", runScheduler},
 		{"controller-manager", "run the controllers (leader-elected) against an API server", runControllerManager},
 		{"images", "build the test images (busybox, testserver) as OCI archives (images build)", runImages},
