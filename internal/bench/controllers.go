@@ -19,7 +19,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // ControllersConfig configures the controllers benchmark.
@@ -87,23 +86,12 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	port, err := freePort()
-	if err != nil {
-		return Result{}, err
-	}
-	listen := "127.0.0.1:" + strconv.Itoa(port)
-	serverDir := filepath.Join(dir, "server")
-	kubeconfig := filepath.Join(serverDir, "admin.kubeconfig")
 	fmt.Fprintf(cfg.Progress, "starting skiff server (cluster CIDR %s)...\n", cfg.ClusterCIDR)
-	srv, err := startChild("server", filepath.Join(dir, "server.log"), bin, "server", "--data-dir", serverDir, "--listen", listen,
-		"--disable-agent", "--cluster-dns-listen", "127.0.0.1:0", "--cluster-cidr", cfg.ClusterCIDR, "--node-cidr-mask-size", "24", "--log-level", "warn")
+	srv, kubeconfig, err := startServerChild(ctx, bin, dir, "--cluster-cidr", cfg.ClusterCIDR, "--node-cidr-mask-size", "24")
 	if err != nil {
 		return Result{}, err
 	}
 	defer srv.stop(15 * time.Second)
-	if err := waitReady(ctx, srv, kubeconfig, listen, 60*time.Second); err != nil {
-		return Result{}, err
-	}
 	fmt.Fprintf(cfg.Progress, "starting %d simulated nodes...\n", cfg.Nodes)
 	agentArgs := []string{"agent", "--runtime=sim", "--nodes", strconv.Itoa(cfg.Nodes), "--kubeconfig", kubeconfig,
 		"--data-dir", filepath.Join(dir, "agent"), "--log-level", "warn"}
@@ -117,13 +105,7 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	// The agent stops first: its nodes' last status writes need the server.
 	defer agent.stop(15 * time.Second)
 
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return Result{}, err
-	}
-	rc.QPS, rc.Burst = 200, 400
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := benchClient(kubeconfig, true)
 	if err != nil {
 		return Result{}, err
 	}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // child is a process the benchmark started; its output goes to a log file.
@@ -202,4 +205,42 @@ func cpuSeconds(pid int) (float64, error) {
 	}
 	const clkTck = 100 // USER_HZ on Linux
 	return (utime + stime) / clkTck, nil
+}
+
+// startServerChild starts `skiff server` (embedded etcd, no agent) with its
+// data in dir/server on a free loopback port, with extra flags, and
+// waits until it is ready. It returns the server and its admin kubeconfig.
+func startServerChild(ctx context.Context, bin, dir string, extra ...string) (*child, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	serverDir := filepath.Join(dir, "server")
+	kubeconfig := filepath.Join(serverDir, "admin.kubeconfig")
+	args := append([]string{"server", "--data-dir", serverDir, "--listen", listen,
+		"--disable-agent", "--cluster-dns-listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	srv, err := startChild("server", filepath.Join(dir, "server.log"), bin, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitReady(ctx, srv, kubeconfig, listen, 60*time.Second); err != nil {
+		srv.stop(15 * time.Second)
+		return nil, "", err
+	}
+	return srv, kubeconfig, nil
+}
+
+// benchClient is a client of kubeconfig with room for the benchmark's
+// own requests (protobuf when asked).
+func benchClient(kubeconfig string, protobuf bool) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rc.QPS, rc.Burst = 200, 400
+	if protobuf {
+		rc.ContentType = "application/vnd.kubernetes.protobuf"
+	}
+	return kubernetes.NewForConfig(rc)
 }

@@ -20,9 +20,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		"failover":    benchFailover,
 		"controllers": benchControllers,
 		"proxy":       benchProxy,
+		"podstart":    benchPodStart,
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, controllers, failover, proxy, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
+		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, controllers, failover, podstart, proxy, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
 		}
@@ -30,7 +31,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	run, ok := scenarios[args[0]]
 	if !ok {
-		return usageError{fmt.Errorf("unknown scenario %q (have: api, controllers, failover, proxy, scheduler, startup)", args[0])}
+		return usageError{fmt.Errorf("unknown scenario %q (have: api, controllers, failover, podstart, proxy, scheduler, startup)", args[0])}
 	}
 	res, err := run(ctx, e, args[1:])
 	if err != nil {
@@ -177,4 +178,26 @@ goes to stderr; one JSON object with --json.`,
 	}
 	cfg.Progress = e.stderr
 	return bench.Controllers(ctx, cfg)
+}
+
+func benchPodStart(ctx context.Context, e *env, args []string) (bench.Result, error) {
+	var cfg bench.PodStartConfig
+	var asJSON bool
+	fs := newFlagSet(e, "bench podstart", `
+Run one real node: create a network namespace, run containerd in it, import
+the busybox image and start 'skiff server' and 'skiff agent --runtime=cri' as
+child processes. Create --pods pods (busybox, sleep 3600, imagePullPolicy
+Never) one at a time, then --pods more at once, and measure the time from
+each create until a watch sees the pod Running (p50_ms/p99_ms, burst_p50_ms/
+burst_p99_ms), and the agent's memory and CPU. Needs root, containerd and
+runc ('make deps'). Progress goes to stderr; one JSON object with --json.`,
+		`  skiff bench podstart --pods 30 --json`)
+	fs.IntVar(&cfg.Pods, "pods", 30, "pods created one at a time, and again at once")
+	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "how long to wait for the node and for each pod to run")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	if err := parse(fs, args); err != nil {
+		return bench.Result{}, err
+	}
+	cfg.Progress = e.stderr
+	return bench.PodStart(ctx, cfg)
 }
