@@ -3,8 +3,6 @@ package manager_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -15,45 +13,15 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/controller/manager"
-	"github.com/skiff-sh/skiff/internal/server"
 )
-
-// startControlPlane runs the real API server on embedded etcd.
-func startControlPlane(t *testing.T) *rest.Config {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: log,
-		DisableControllerManager: true, DisableScheduler: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Log("control plane did not stop within 30s")
-		}
-	})
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("control plane: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("control plane not ready")
-	}
-	return srv.RestConfig()
-}
 
 func startManager(t *testing.T, rc *rest.Config, identity string) (*manager.Manager, context.CancelFunc) {
 	t.Helper()
 	m, err := manager.New(manager.Config{Rest: rc, Identity: identity,
 		LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("identity", identity)})
+		Logger: controllertest.Logger().With("identity", identity)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +99,7 @@ func rolledOut(d *appsv1.Deployment) bool {
 }
 
 func TestControlPlane(t *testing.T) {
-	rc := startControlPlane(t)
+	rc, _ := controllertest.ControlPlane(t)
 	cs := kubernetes.NewForConfigOrDie(rc)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
