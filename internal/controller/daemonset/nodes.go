@@ -2,11 +2,12 @@ package daemonset
 
 import (
 	"sort"
-	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiff-sh/skiff/internal/nodeaffinity"
 )
 
 // defaultTolerations are added to every daemon pod, as upstream: daemons
@@ -56,7 +57,7 @@ func shouldRun(node *corev1.Node, ds *appsv1.DaemonSet) (run, keep bool) {
 	if spec.NodeName != "" && spec.NodeName != node.Name {
 		return false, false
 	}
-	if !matchesNode(spec, node) {
+	if !nodeaffinity.Matches(spec, node) {
 		return false, false
 	}
 	tols := withDefaultTolerations(spec)
@@ -96,80 +97,6 @@ func tolerated(tols []corev1.Toleration, taint *corev1.Taint) bool {
 			if t.Value == taint.Value {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-// matchesNode checks the pod's nodeSelector and required node affinity.
-func matchesNode(spec *corev1.PodSpec, node *corev1.Node) bool {
-	for k, v := range spec.NodeSelector {
-		if lv, ok := node.Labels[k]; !ok || lv != v {
-			return false
-		}
-	}
-	a := spec.Affinity
-	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
-		return true
-	}
-	for i := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
-		t := &a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[i]
-		if (len(t.MatchExpressions) > 0 || len(t.MatchFields) > 0) && matchTerm(t, node) {
-			return true
-		}
-	}
-	return false
-}
-
-// matchTerm ANDs a term's label expressions and field requirements (only
-// metadata.name is a node field).
-func matchTerm(t *corev1.NodeSelectorTerm, node *corev1.Node) bool {
-	for i := range t.MatchExpressions {
-		if !matchRequirement(&t.MatchExpressions[i], node.Labels) {
-			return false
-		}
-	}
-	for i := range t.MatchFields {
-		r := &t.MatchFields[i]
-		if r.Key != metav1.ObjectNameField || !matchRequirement(r, map[string]string{r.Key: node.Name}) {
-			return false
-		}
-	}
-	return true
-}
-
-func matchRequirement(r *corev1.NodeSelectorRequirement, l map[string]string) bool {
-	v, ok := l[r.Key]
-	switch r.Operator {
-	case corev1.NodeSelectorOpIn:
-		return ok && contains(r.Values, v)
-	case corev1.NodeSelectorOpNotIn:
-		return !ok || !contains(r.Values, v)
-	case corev1.NodeSelectorOpExists:
-		return ok
-	case corev1.NodeSelectorOpDoesNotExist:
-		return !ok
-	case corev1.NodeSelectorOpGt, corev1.NodeSelectorOpLt:
-		if !ok || len(r.Values) != 1 {
-			return false
-		}
-		have, err1 := strconv.ParseInt(v, 10, 64)
-		want, err2 := strconv.ParseInt(r.Values[0], 10, 64)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		if r.Operator == corev1.NodeSelectorOpGt {
-			return have > want
-		}
-		return have < want
-	}
-	return false
-}
-
-func contains(vs []string, v string) bool {
-	for _, x := range vs {
-		if x == v {
-			return true
 		}
 	}
 	return false

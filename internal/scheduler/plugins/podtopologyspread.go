@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
+	"github.com/skiff-sh/skiff/internal/nodeaffinity"
 	"github.com/skiff-sh/skiff/internal/scheduler/framework"
 )
 
@@ -79,7 +80,7 @@ func spreadConstraints(pod *v1.Pod, action v1.UnsatisfiableConstraintAction) ([]
 
 // eligible applies the node inclusion policies.
 func (c *spreadConstraint) eligible(pod *v1.Pod, node *v1.Node) bool {
-	if c.honorAffinity && !podMatchesNodeAffinity(pod, node) {
+	if c.honorAffinity && !nodeaffinity.Matches(&pod.Spec, node) {
 		return false
 	}
 	if c.honorTaints {
