@@ -119,7 +119,8 @@ func PodStart(ctx context.Context, cfg PodStartConfig) (Result, error) {
 	fmt.Fprintf(cfg.Progress, "starting skiff agent --runtime=cri...\n")
 	agent, err := startChild("agent", filepath.Join(dir, "agent.log"), bin, "agent", "--runtime=cri", "--kubeconfig", kubeconfig,
 		"--node-name", podStartNode, "--data-dir", filepath.Join(dir, "agent"), "--container-runtime-endpoint", endpoint,
-		"--cni-conf-dir", cniConfDir, "--pod-cidr", podStartCIDR, "--log-level", "warn")
+		"--cni-conf-dir", cniConfDir, "--pod-cidr", podStartCIDR, "--log-level", "warn",
+		"--proxy=false") // the agent runs in the host's network namespace: leave its nftables alone
 	if err != nil {
 		return Result{}, err
 	}

@@ -67,7 +67,7 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.containerdBin, "containerd", "containerd", "with --runtime=cri: the containerd binary the agent runs")
 	fs.StringVar(&f.busybox, "busybox", image.DefaultBusybox, "with --runtime=cri: static busybox the sandbox (pause) image is built from")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "with --runtime=cri: where the pod network's CNI config is written; empty means the agent's containerd's, or /etc/cni/net.d with --container-runtime-endpoint")
-	fs.BoolVar(&f.proxy, "proxy", false, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace")
+	fs.BoolVar(&f.proxy, "proxy", true, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace (--proxy=false when something else does, or in tests on the host's network)")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
 }
 
@@ -98,7 +98,9 @@ plugin: unless --container-runtime-endpoint is given, the agent starts its own
 containerd (config, root, state and socket under DATA_DIR/containerd), imports
 its sandbox image skiff.local/pause:latest, and gives pods IPs from the node's
 spec.podCIDR on the bridge skiff0 (CNI plugins from /usr/lib/cni). It needs
-root and Debian's containerd, runc and containernetworking-plugins.
+root and Debian's containerd, runc and containernetworking-plugins. It also
+runs the service proxy (nftables table 'ip skiff-proxy' in the agent's network
+namespace) unless --proxy=false.
 'skiff images build' imports the test images into the agent's containerd.`,
 		`  skiff token create --kubeconfig /var/lib/skiff/admin.kubeconfig
   skiff agent --runtime=sim --nodes 100 --server https://127.0.0.1:6443 \
