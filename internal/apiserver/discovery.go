@@ -31,6 +31,9 @@ func (s *Server) subresources(r *registry.Resource) []subresource {
 	if r.Status {
 		out = append(out, subresource{"status", r.GVK, []string{"get", "patch", "update"}})
 	}
+	for _, name := range r.Subresources {
+		out = append(out, subresource{name, r.GVK, []string{"get", "patch", "update"}})
+	}
 	if r.Scale != nil {
 		out = append(out, subresource{"scale", schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}, []string{"get", "patch", "update"}})
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -446,6 +447,9 @@ func (h *resourceHandler) create(ctx context.Context, r *http.Request, ri reques
 	// theirs: a kubelet registers with its status).
 	h.r.Strategy.Default(obj)
 	h.r.Strategy.PrepareForCreate(obj)
+	if rs, ok := h.r.Strategy.(registry.RequesterStrategy); ok {
+		rs.SetRequester(obj, requester(ctx))
+	}
 	if h.gr == podsGR {
 		if err := h.s.admitPodPriority(ctx, obj); err != nil {
 			return nil, nil, err
@@ -641,10 +645,13 @@ func (h *resourceHandler) mergeUpdate(obj, cur runtime.Object, sub string) (runt
 		}
 		// status writes do not change labels' meaning; keep owner refs
 		m.SetOwnerReferences(cm.GetOwnerReferences())
+		if ss, ok := h.r.Strategy.(registry.SubresourceStrategy); ok {
+			ss.PrepareForSubresourceUpdate(sub, obj, cur)
+		}
 		h.r.Strategy.Default(obj)
 		errs = h.validateMeta(obj)
 		errs = append(errs, h.r.Strategy.ValidateStatusUpdate(obj, cur)...)
-	default:
+	case "":
 		if h.r.Status && h.hasStatus {
 			copyField(obj, cur, "Status")
 		}
@@ -655,6 +662,17 @@ func (h *resourceHandler) mergeUpdate(obj, cur runtime.Object, sub string) (runt
 		}
 		errs = h.validateMeta(obj)
 		errs = append(errs, h.r.Strategy.ValidateUpdate(obj, cur)...)
+	default:
+		// a whole-object subresource such as certificatesigningrequests/approval
+		ss, ok := h.r.Strategy.(registry.SubresourceStrategy)
+		if !ok {
+			return nil, apierrors.NewInternalError(fmt.Errorf("%s has no strategy for subresource %q", h.gr, sub))
+		}
+		m.SetOwnerReferences(cm.GetOwnerReferences())
+		ss.PrepareForSubresourceUpdate(sub, obj, cur)
+		h.r.Strategy.Default(obj)
+		errs = h.validateMeta(obj)
+		errs = append(errs, ss.ValidateSubresourceUpdate(sub, obj, cur)...)
 	}
 	if len(errs) > 0 {
 		return nil, h.invalid(cm.GetName(), errs)
@@ -938,4 +956,11 @@ func (h *resourceHandler) deleteCollection(ctx context.Context, ri requestInfo, 
 		return nil, apierrors.NewInternalError(err)
 	}
 	return lst, nil
+}
+
+// requester returns the request's authenticated user, for strategies that
+// record who creates an object.
+func requester(ctx context.Context) registry.UserInfo {
+	u, _ := ctx.Value(userKey).(user)
+	return registry.UserInfo{Name: u.name, Groups: slices.Clone(u.groups)}
 }

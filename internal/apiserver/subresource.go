@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -25,7 +26,9 @@ func (s *Server) serveSubresource(h *resourceHandler, w http.ResponseWriter, r *
 	ctx := r.Context()
 	isCore := h.gr.Group == ""
 	switch {
-	case ri.subresource == "status" && h.r.Status:
+	case ri.subresource == "status" && h.r.Status, slices.Contains(h.r.Subresources, ri.subresource):
+		// status, or a subresource that like it reads and writes the
+		// whole object (certificatesigningrequests/approval)
 		switch ri.verb {
 		case "get":
 			obj, err := h.get(ctx, ri, q)

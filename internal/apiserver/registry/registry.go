@@ -39,6 +39,10 @@ type Resource struct {
 	NewList func() runtime.Object
 	// Status is true when the resource has a status subresource.
 	Status bool
+	// Subresources names further subresources that, like status, read and
+	// write the whole object (certificatesigningrequests/approval); the
+	// Strategy must implement SubresourceStrategy.
+	Subresources []string
 	// Scale, when set, gives the resource a scale subresource.
 	Scale *Scale
 	// Verbs lists the verbs served; nil means all of get, list, watch,
@@ -101,6 +105,31 @@ type Strategy interface {
 	Columns() []metav1.TableColumnDefinition
 	// Row returns one table row's cells, matching Columns.
 	Row(obj runtime.Object, now time.Time) []interface{}
+}
+
+// UserInfo is the authenticated user behind a request.
+type UserInfo struct {
+	Name   string
+	UID    string
+	Groups []string
+	Extra  map[string][]string
+}
+
+// RequesterStrategy is implemented by strategies that record who creates
+// an object (CertificateSigningRequest's spec.username and groups). The
+// server calls SetRequester on create, after PrepareForCreate.
+type RequesterStrategy interface {
+	SetRequester(obj runtime.Object, u UserInfo)
+}
+
+// SubresourceStrategy is implemented by strategies of resources with
+// Subresources. The server calls PrepareForSubresourceUpdate for writes
+// through those and through status (before ValidateStatusUpdate), with
+// sub naming the subresource, then Default, then (for Subresources only)
+// ValidateSubresourceUpdate.
+type SubresourceStrategy interface {
+	PrepareForSubresourceUpdate(sub string, obj, old runtime.Object)
+	ValidateSubresourceUpdate(sub string, obj, old runtime.Object) field.ErrorList
 }
 
 // Base gives a Strategy's methods the behaviour of a resource with no

@@ -6,6 +6,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/apps"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/autoscaling"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/batch"
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/certificates"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/coordination"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/discovery"
@@ -29,6 +30,7 @@ func ResourcesWith(coreOpts core.Options) []*registry.Resource {
 		events.Resources(),
 		autoscaling.Resources(),
 		batch.Resources(),
+		certificates.Resources(),
 		networking.Resources(),
 		policy.Resources(),
 		rbac.Resources(),
