@@ -204,6 +204,7 @@ func TestCRI(t *testing.T) {
 	ctrd := startContainerd(t, dir, ns)
 	_, cs := controllertest.ControlPlane(t)
 	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, netns: ns, ctrd: ctrd}
+	h.resolvConf = setupClusterDNS(t, cs, dir)
 	stop := h.startAgent(t)
 	t.Cleanup(stop)
 	// the node gets its pod CIDR after it registered, as nodeipam gives
@@ -229,6 +230,7 @@ func TestCRI(t *testing.T) {
 	t.Run("Volumes", h.volumes)
 	t.Run("Probes", h.probes)
 	t.Run("LifecycleHooks", h.lifecycleHooks)
+	t.Run("DNSAndHosts", h.dnsAndHosts)
 	t.Run("SandboxRecreated", h.sandboxRecreated)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
 }
@@ -241,6 +243,8 @@ type harness struct {
 	ready <-chan struct{}
 	netns string
 	ctrd  *containerd.Containerd
+	// resolvConf is the node's resolv.conf (dns_cri_test.go)
+	resolvConf string
 }
 
 // startAgent runs an agent with a new CRI runtime on the node; the
@@ -249,7 +253,7 @@ func (h *harness) startAgent(t *testing.T) (stop func()) {
 	t.Helper()
 	recorder, stopEvents := cri.NewRecorder(context.Background(), h.cs, nodeName)
 	rt, err := cri.New(cri.Config{Endpoint: h.ctrd.Endpoint(), Recorder: recorder, CNIConfDir: h.ctrd.CNIConfDir(),
-		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), VolumeDir: filepath.Join(h.dir, "volumes"), HostIPs: []string{"127.0.0.1"}, Client: h.cs, Logger: controllertest.Logger()})
+		CNIDataDir: filepath.Join(h.dir, "cni"), PodLogDir: filepath.Join(h.dir, "pods"), VolumeDir: filepath.Join(h.dir, "volumes"), HostIPs: []string{"127.0.0.1"}, Client: h.cs, ResolvConf: h.resolvConf, Logger: controllertest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

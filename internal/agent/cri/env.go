@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,14 +18,20 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// refs reads the ConfigMaps and Secrets that containers' env refers to.
+// refs reads the ConfigMaps and Secrets that containers' env refers to,
+// and the service environment variables of a namespace (serviceenv.go).
 type refs interface {
 	ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
 	Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	ServiceEnv(ctx context.Context, namespace string, enableServiceLinks bool) (map[string]string, error)
 }
 
-// apiRefs reads them from the API server.
-type apiRefs struct{ client kubernetes.Interface }
+// apiRefs reads them from the API server (services from the runtime's
+// informer, see dns.go).
+type apiRefs struct {
+	client  kubernetes.Interface
+	cluster *cluster
+}
 
 func (a apiRefs) ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error) {
 	if a.client == nil {
@@ -71,10 +78,15 @@ func validEnvName(k string) bool {
 // containerEnv resolves the container's env as the kubelet does: envFrom
 // first (ConfigMaps and Secrets, with prefixes; keys that are not valid
 // names are skipped), then env: plain values with $(VAR) references to
-// the variables before them, and fieldRef, resourceFieldRef,
-// configMapKeyRef and secretKeyRef. A missing ConfigMap, Secret or key is
-// an error unless the reference is optional.
+// the variables before them and to service variables, and fieldRef,
+// resourceFieldRef, configMapKeyRef and secretKeyRef; then the service
+// variables (serviceenv.go) the container does not set itself. A missing
+// ConfigMap, Secret or key is an error unless the reference is optional.
 func containerEnv(ctx context.Context, refs refs, p *corev1.Pod, c *corev1.Container, podIPs, hostIPs []string) ([]*runtimeapi.KeyValue, error) {
+	svcEnv, err := refs.ServiceEnv(ctx, p.Namespace, p.Spec.EnableServiceLinks == nil || *p.Spec.EnableServiceLinks)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.Name, err)
+	}
 	env := &envList{vals: map[string]string{}}
 	optional := func(b *bool) bool { return b != nil && *b }
 	for _, from := range c.EnvFrom {
@@ -113,8 +125,13 @@ func containerEnv(ctx context.Context, refs refs, p *corev1.Pod, c *corev1.Conta
 			}
 		}
 	}
+	lookup := maps.Clone(svcEnv) // $(VAR): the container's variables, then the services'
+	if lookup == nil {
+		lookup = map[string]string{}
+	}
+	maps.Copy(lookup, env.vals)
 	for _, e := range c.Env {
-		v := expandVars(e.Value, env.vals)
+		v := expandVars(e.Value, lookup)
 		if src := e.ValueFrom; src != nil {
 			var err error
 			var skip bool
@@ -138,6 +155,12 @@ func containerEnv(ctx context.Context, refs refs, p *corev1.Pod, c *corev1.Conta
 			}
 		}
 		env.set(e.Name, v)
+		lookup[e.Name] = v
+	}
+	for _, k := range slices.Sorted(maps.Keys(svcEnv)) {
+		if _, ok := env.vals[k]; !ok {
+			env.set(k, svcEnv[k])
+		}
 	}
 	out := make([]*runtimeapi.KeyValue, 0, len(env.keys))
 	for _, k := range env.keys {

@@ -11,10 +11,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// fakeRefs holds ConfigMaps and Secrets by name (in any namespace).
+// fakeRefs holds ConfigMaps and Secrets by name (in any namespace), and
+// the service variables of every namespace.
 type fakeRefs struct {
 	cms     map[string]*corev1.ConfigMap
 	secrets map[string]*corev1.Secret
+	svcEnv  map[string]string
+}
+
+func (f fakeRefs) ServiceEnv(context.Context, string, bool) (map[string]string, error) {
+	return f.svcEnv, nil
 }
 
 func (f fakeRefs) ConfigMap(_ context.Context, _, name string) (*corev1.ConfigMap, error) {

@@ -70,6 +70,12 @@ type Config struct {
 	// Client reads the ConfigMaps and Secrets containers' env refers to;
 	// nil makes such containers fail with CreateContainerConfigError.
 	Client kubernetes.Interface
+	// ClusterDNS are the pods' cluster DNS servers (empty: the cluster IP
+	// of kube-system/kube-dns); ClusterDomain is the cluster's domain
+	// (empty: cluster.local); ResolvConf is the node's resolv.conf, which
+	// pods with dnsPolicy Default get (empty: /etc/resolv.conf). See dns.go.
+	ClusterDNS                []string
+	ClusterDomain, ResolvConf string
 	// Logger receives the runtime's logs.
 	Logger *slog.Logger
 }
@@ -83,7 +89,8 @@ type Runtime struct {
 	rt   runtimeapi.RuntimeServiceClient
 	img  runtimeapi.ImageServiceClient
 
-	probes *prober
+	probes  *prober
+	cluster *cluster // services, cluster DNS: see dns.go
 
 	mu        sync.Mutex
 	podCIDR   string
@@ -116,6 +123,7 @@ func New(cfg Config) (*Runtime, error) {
 	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "cri"), conn: conn, volumesAt: map[types.UID]time.Time{},
 		rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
 	r.probes = newProber(r)
+	r.cluster = newCluster(cfg, r.log)
 	if cfg.PodCIDR != "" {
 		if err := r.UpdatePodCIDR(cfg.PodCIDR); err != nil {
 			conn.Close()
@@ -133,7 +141,10 @@ func (r *Runtime) event(p *corev1.Pod, typ, reason, format string, args ...any) 
 }
 
 // Close closes the connection to the CRI endpoint.
-func (r *Runtime) Close() error { return r.conn.Close() }
+func (r *Runtime) Close() error {
+	r.cluster.stop()
+	return r.conn.Close()
+}
 
 // Version implements agent.Runtime ("containerd://1.6.20").
 func (r *Runtime) Version(ctx context.Context) (string, error) {

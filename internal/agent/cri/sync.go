@@ -255,7 +255,7 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 	var attempt uint32
 	for i, sb := range sbs {
 		if i == 0 {
-			cur := &sandbox{id: sb.Id, config: sandboxConfig(p, sb.Metadata.Attempt, r.cfg.PodLogDir),
+			cur := &sandbox{id: sb.Id, config: r.podSandboxConfig(p, sb.Metadata.Attempt),
 				ready: sb.State == runtimeapi.PodSandboxState_SANDBOX_READY}
 			if cur.ready {
 				return cur, nil
@@ -287,7 +287,10 @@ func (r *Runtime) ensureSandbox(ctx context.Context, p *corev1.Pod) (*sandbox, e
 	if !p.Spec.HostNetwork && !r.hasCIDR() {
 		return nil, fmt.Errorf("sandbox of pod %s/%s: %w", p.Namespace, p.Name, agent.ErrNoPodCIDR)
 	}
-	cfg := sandboxConfig(p, attempt, r.cfg.PodLogDir)
+	cfg, err := r.newSandboxConfig(ctx, p, attempt)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
 		return nil, fmt.Errorf("sandbox of pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
@@ -306,9 +309,15 @@ func (r *Runtime) startContainer(ctx context.Context, p *corev1.Pod, sb *sandbox
 	if err := r.ensureImage(ctx, p, c); err != nil {
 		return err
 	}
-	cfg, err := containerConfig(ctx, apiRefs{r.cfg.Client}, p, c, attempt, podIPs, r.cfg.HostIPs)
+	cfg, err := containerConfig(ctx, apiRefs{client: r.cfg.Client, cluster: r.cluster}, p, c, attempt, podIPs, r.cfg.HostIPs)
 	if err == nil {
 		cfg.Mounts, err = mounts(p, c, volumes)
+	}
+	if err == nil {
+		var hosts *runtimeapi.Mount
+		if hosts, err = r.hostsMount(p, c, podIPs); hosts != nil {
+			cfg.Mounts = append(cfg.Mounts, hosts)
+		}
 	}
 	if err != nil {
 		r.event(p, corev1.EventTypeWarning, "Failed", "Error: %v", err)

@@ -233,7 +233,7 @@ type volumeFile struct {
 // volumeFiles is the content of a configMap, secret, downwardAPI or
 // projected volume.
 func (r *Runtime) volumeFiles(ctx context.Context, p *corev1.Pod, src *corev1.VolumeSource) ([]volumeFile, error) {
-	refs := apiRefs{r.cfg.Client}
+	refs := apiRefs{client: r.cfg.Client}
 	mode := func(m *int32, def int32) os.FileMode {
 		if m != nil {
 			return os.FileMode(*m)
