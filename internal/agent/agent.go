@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,9 @@ type Config struct {
 	// MetricsInterval is how often a runtime that is a StatsProvider has
 	// its usage reported to the metrics API (default 15s; negative: never).
 	MetricsInterval time.Duration
+	// KubeletPort is the port of the node's streaming endpoint (package
+	// stream), advertised in status.daemonEndpoints (0: 10250).
+	KubeletPort int32
 	// HeartbeatOffset delays the first heartbeat so that many agents in
 	// one process spread their writes over the interval.
 	HeartbeatOffset time.Duration
@@ -169,6 +173,14 @@ func New(cfg Config) (*Agent, error) {
 // Name is the node's name.
 func (a *Agent) Name() string { return a.cfg.NodeName }
 
+// NodeIP is the node's InternalIP (or ExternalIP); "" when it has none.
+func (a *Agent) NodeIP() string {
+	if len(a.hostIPs) == 0 {
+		return ""
+	}
+	return a.hostIPs[0]
+}
+
 // Ready is closed once the node is registered and its lease exists.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
@@ -265,7 +277,7 @@ func (a *Agent) status(old []corev1.NodeCondition) corev1.NodeStatus {
 		Phase:           "",
 		Conditions:      mergeNodeConditions(old, stampConditions(nodeConditions(p), old, metav1.NewTime(a.clock.Now()))),
 		Addresses:       append([]corev1.NodeAddress(nil), a.cfg.Addresses...),
-		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: cmp.Or(a.cfg.KubeletPort, 10250)}},
 		NodeInfo:        a.cfg.SystemInfo,
 	}
 }

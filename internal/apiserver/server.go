@@ -72,6 +72,10 @@ type Config struct {
 	// AdvertiseAddress is the address the kubernetes service's endpoints
 	// name (default: the listening address).
 	AdvertiseAddress netip.Addr
+	// KubeletClientCert is the client certificate the server presents to
+	// node agents for pods/log, exec, attach and portforward (nil: those
+	// answer 503).
+	KubeletClientCert *tls.Certificate
 	// Logger receives the server's logs.
 	Logger *slog.Logger
 }
@@ -91,6 +95,7 @@ type Server struct {
 	alloc    *serviceAlloc
 	ready    chan struct{}
 	addr     string
+	kubelet  *http.Transport
 	mu       sync.Mutex
 }
 
@@ -124,6 +129,9 @@ func New(cfg Config) (*Server, error) {
 		caches:   map[schema.GroupResource]*watchCache{},
 		ready:    make(chan struct{}), usage: newResourceMetrics(cfg.ResourceMetricsTTL)}
 	s.metrics = newMetrics(cfg.Metrics)
+	if cfg.KubeletClientCert != nil {
+		s.kubelet = newKubeletTransport(cfg.KubeletClientCert)
+	}
 	if cfg.ServiceCIDR.IsValid() {
 		if s.alloc, err = newServiceAlloc(cfg.KeyPrefix, cfg.ServiceCIDR, cfg.ServiceNodePortRange); err != nil {
 			return nil, fmt.Errorf("apiserver: %w", err)

@@ -61,6 +61,9 @@ func (s *Server) serveSubresource(h *resourceHandler, w http.ResponseWriter, r *
 			return
 		}
 		s.writeObject(w, r, http.StatusCreated, st)
+	case isCore && h.gr.Resource == "pods" && (ri.subresource == "log" || ri.subresource == "exec" || ri.subresource == "attach" ||
+		ri.subresource == "portforward"):
+		s.servePodStream(h, w, r, ri)
 	case isCore && (ri.subresource == "log" || ri.subresource == "exec" || ri.subresource == "attach" ||
 		ri.subresource == "portforward" || ri.subresource == "proxy"):
 		s.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf(

@@ -17,6 +17,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/agent"
 	"github.com/skiff-sh/skiff/internal/agent/cri"
 	"github.com/skiff-sh/skiff/internal/agent/sim"
+	"github.com/skiff-sh/skiff/internal/agent/stream"
 	"github.com/skiff-sh/skiff/internal/containerd"
 	"github.com/skiff-sh/skiff/internal/image"
 )
@@ -36,6 +37,7 @@ type agentFlags struct {
 	endpoint, containerdBin, busybox string
 	cniConfDir, podCIDR              string
 	proxy                            bool
+	kubeletPort                      int
 }
 
 func (f *agentFlags) register(fs interface {
@@ -68,6 +70,7 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.busybox, "busybox", image.DefaultBusybox, "with --runtime=cri: static busybox the sandbox (pause) image is built from")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "with --runtime=cri: where the pod network's CNI config is written; empty means the agent's containerd's, or /etc/cni/net.d with --container-runtime-endpoint")
 	fs.BoolVar(&f.proxy, "proxy", true, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace (--proxy=false when something else does, or in tests on the host's network)")
+	fs.IntVar(&f.kubeletPort, "kubelet-port", stream.DefaultPort, "with --runtime=cri: HTTPS port of the node's streaming endpoint (kubectl logs, exec, attach, port-forward through the API server) on the node IP; 0 turns it off")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
 }
 
@@ -234,9 +237,16 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	}
 	defer rt.Close()
 	a, err := agent.New(agent.Config{NodeName: name, Client: client, Runtime: rt, Capacity: capacity, DataDir: dataDir,
-		Labels: labels, Taints: taints, InstanceType: f.size, Logger: log})
+		Labels: labels, Taints: taints, InstanceType: f.size, KubeletPort: int32(f.kubeletPort), Logger: log})
 	if err != nil {
 		return err
+	}
+	if f.kubeletPort != 0 {
+		stopStream, err := startStream(ctx, f, a.NodeIP(), endpoint, filepath.Join(dataDir, "pods"), log)
+		if err != nil {
+			return err
+		}
+		defer stopStream()
 	}
 	if f.proxy {
 		stop, err := runProxy(ctx, client, name, log)

@@ -148,6 +148,11 @@ func (c *Containerd) Config() string {
 		// pods' network namespaces live under the state dir, not /run/netns
 		"    netns_mounts_under_state_dir = true",
 		"    max_container_log_line_size = 16384",
+		// exec, attach and port-forward: the agent's streaming endpoint
+		// proxies to this server on the loopback of containerd's network
+		// namespace (a free port each start)
+		"    stream_server_address = \"127.0.0.1\"",
+		"    stream_server_port = \"0\"",
 		"    [plugins.\"io.containerd.grpc.v1.cri\".containerd]",
 		"      snapshotter = \"overlayfs\"",
 		"      default_runtime_name = \"runc\"",

@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/skiff-sh/skiff/internal/agent/stream"
 	"github.com/skiff-sh/skiff/internal/apiserver"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
@@ -152,6 +154,11 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = ln.Close()
 		return fmt.Errorf("admin certificate: %w", err)
 	}
+	kubeletCert, err := issueKubeletClient(ca)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	url := "https://" + ln.Addr().String()
 	if err := pki.WriteKubeconfig(s.Kubeconfig, url, ca.CertPEM(), certPEM, keyPEM, "skiff-admin"); err != nil {
 		_ = ln.Close()
@@ -177,7 +184,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Resources: builtin.ResourcesWith(core.Options{NotReadyTolerationSeconds: s.cfg.DefaultNotReadyTolerationSeconds,
 			UnreachableTolerationSeconds: s.cfg.DefaultUnreachableTolerationSeconds}), Metrics: reg, Bootstrap: bootstrapObjects(),
 		Version: version.Info{Major: "1", Minor: "33", GitVersion: KubernetesVersion + "+skiff-" + s.cfg.SkiffVersion,
-			Platform: "linux/amd64", GoVersion: goVersion()},
+			Platform: "linux/amd64", GoVersion: goVersion()}, KubeletClientCert: kubeletCert,
 		Logger: s.log.With("component", "apiserver"),
 	})
 	if err != nil {
@@ -373,4 +380,19 @@ func (s *Server) keepRunning(ctx context.Context, name string, run func(context.
 			pause *= 2
 		}
 	}
+}
+
+// issueKubeletClient issues the client certificate the API server presents
+// to node agents (CN skiff-apiserver-kubelet-client, which agents admit to
+// their streaming endpoint).
+func issueKubeletClient(ca *pki.CA) (*tls.Certificate, error) {
+	certPEM, keyPEM, err := ca.IssueClient(stream.APIServerClientCN, nil, 365*24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet client certificate: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet client certificate: %w", err)
+	}
+	return &cert, nil
 }
