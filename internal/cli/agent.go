@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,10 +17,13 @@ import (
 
 	"github.com/skiff-sh/skiff/internal/agent"
 	"github.com/skiff-sh/skiff/internal/agent/cri"
+	"github.com/skiff-sh/skiff/internal/agent/podnet"
 	"github.com/skiff-sh/skiff/internal/agent/sim"
 	"github.com/skiff-sh/skiff/internal/agent/stream"
 	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/controller/nodeipam"
 	"github.com/skiff-sh/skiff/internal/image"
+	"github.com/skiff-sh/skiff/internal/server"
 )
 
 // agentFlags are the flags of 'skiff agent'.
@@ -38,6 +42,8 @@ type agentFlags struct {
 	cniConfDir, podCIDR              string
 	proxy                            bool
 	kubeletPort                      int
+	nodeIP, podNetwork               string
+	clusterCIDR, serviceCIDR         string
 }
 
 func (f *agentFlags) register(fs interface {
@@ -72,6 +78,10 @@ func (f *agentFlags) register(fs interface {
 	fs.BoolVar(&f.proxy, "proxy", true, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace (--proxy=false when something else does, or in tests on the host's network)")
 	fs.IntVar(&f.kubeletPort, "kubelet-port", stream.DefaultPort, "with --runtime=cri: HTTPS port of the node's streaming endpoint (kubectl logs, exec, attach, port-forward through the API server) on the node IP; 0 turns it off")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
+	fs.StringVar(&f.nodeIP, "node-ip", "", "with --runtime=cri: the node's InternalIP (other nodes route its pods through it); empty means the first non-loopback IPv4 address")
+	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeNone, "with --runtime=cri: how pods reach pods on other nodes: host-gw (routes every other node's pod CIDR via its InternalIP, an unreachable route for --cluster-cidr and --service-cidr, masquerades pod egress leaving the cluster CIDR; in the agent's network namespace) or none")
+	fs.StringVar(&f.clusterCIDR, "cluster-cidr", nodeipam.DefaultClusterCIDR, "with --pod-network: the cluster's pod range (the server's --cluster-cidr)")
+	fs.StringVar(&f.serviceCIDR, "service-cidr", server.DefaultServiceCIDR, "with --pod-network: the cluster's service range (the server's --service-cidr)")
 }
 
 func sizeNames() string {
@@ -236,9 +246,19 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 		return err
 	}
 	defer rt.Close()
+	var addrs []corev1.NodeAddress
+	if f.nodeIP != "" {
+		if net.ParseIP(f.nodeIP).To4() == nil {
+			return usageError{fmt.Errorf("--node-ip %q: want an IPv4 address", f.nodeIP)}
+		}
+		addrs = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: f.nodeIP}, {Type: corev1.NodeHostName, Address: name}}
+	}
 	a, err := agent.New(agent.Config{NodeName: name, Client: client, Runtime: rt, Capacity: capacity, DataDir: dataDir,
-		Labels: labels, Taints: taints, InstanceType: f.size, KubeletPort: int32(f.kubeletPort), Logger: log})
+		Labels: labels, Taints: taints, InstanceType: f.size, KubeletPort: int32(f.kubeletPort), Addresses: addrs, Logger: log})
 	if err != nil {
+		return err
+	}
+	if err := runPodNetwork(ctx, f, client, name, log); err != nil {
 		return err
 	}
 	if f.kubeletPort != 0 {
@@ -257,6 +277,24 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	}
 	log.Info("starting the node agent", "node", name, "runtime", "cri", "endpoint", endpoint)
 	return a.Run(ctx)
+}
+
+// runPodNetwork starts the pod network of --pod-network in the
+// background; it stops with ctx.
+func runPodNetwork(ctx context.Context, f *agentFlags, client kubernetes.Interface, name string, log *slog.Logger) error {
+	switch f.podNetwork {
+	case podnet.ModeNone:
+		return nil
+	case podnet.ModeHostGW:
+	default:
+		return usageError{fmt.Errorf("--pod-network %q: use host-gw or none", f.podNetwork)}
+	}
+	pn, err := podnet.New(podnet.Config{Client: client, NodeName: name, ClusterCIDR: f.clusterCIDR, ServiceCIDR: f.serviceCIDR, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	go func() { _ = pn.Run(ctx) }()
+	return nil
 }
 
 // capacity is a simulated node's resources: --size, then --cpu, --memory
