@@ -1,0 +1,170 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/lab"
+)
+
+// labDeps are the programs a lab needs besides skiff.
+var labDeps = []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip", "nsenter",
+	filepath.Join(containerd.DefaultCNIBinDir, "bridge"), filepath.Join(containerd.DefaultCNIBinDir, "host-local"),
+	"/bin/busybox"}
+
+// LabMissing returns why this machine cannot run a lab ("" if it can).
+func LabMissing() string {
+	if os.Geteuid() != 0 {
+		return "the lab needs root (network namespaces, containerd)"
+	}
+	for _, bin := range labDeps {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Sprintf("the lab needs %s (make deps / hack/install-deps.sh): %v", bin, err)
+		}
+	}
+	return ""
+}
+
+var labSeq atomic.Int32
+
+// Lab is a running multi-node lab (internal/lab): every node in its own
+// network namespace with its own containerd, the server in node 0's,
+// reached from the host through a forwarder on 127.0.0.1.
+type Lab struct {
+	*lab.Lab
+	env  *Env
+	home string
+	dir  string
+}
+
+// StartLab starts a lab of n nodes, waits until they are Ready and tears
+// it down (checking that nothing is left) when the test ends. It skips the
+// test when the machine cannot run one (not root, no containerd).
+func (e *Env) StartLab(t testing.TB, n int) *Lab {
+	t.Helper()
+	if why := LabMissing(); why != "" {
+		t.Skip(why)
+	}
+	root := t.TempDir()
+	name := fmt.Sprintf("e2e%d-%d", os.Getpid()%100000, labSeq.Add(1))
+	logf, err := os.Create(filepath.Join(root, "lab.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.New(lab.Config{Name: name, Dir: filepath.Join(root, "lab"), Binary: e.Binary, Nodes: n,
+		Logger: slog.New(slog.NewTextHandler(logf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	L := &Lab{Lab: l, env: e, home: filepath.Join(root, "home"), dir: filepath.Join(root, "lab")}
+	if err := os.MkdirAll(L.home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			L.printLogs(t)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := l.Down(ctx); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		logf.Close()
+		L.checkGone(t, name)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := l.Up(ctx); err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	if err := l.WaitNodesReady(ctx, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return L
+}
+
+// printLogs prints the tails of the server's and agents' logs.
+func (l *Lab) printLogs(t testing.TB) {
+	st := l.State()
+	t.Logf("skiff server log (kept as %s):\n%s", keepLog(t, l.ServerLog(), "lab-server"), tail(l.ServerLog(), logTailBytes/2))
+	for i, n := range st.Nodes {
+		t.Logf("skiff agent %s log (kept as %s):\n%s", n.Name, keepLog(t, l.AgentLog(i), "lab-agent-"+n.Name), tail(l.AgentLog(i), logTailBytes/2))
+	}
+}
+
+// checkGone fails the test if a namespace, mount or registry entry of the
+// lab is left after Down.
+func (l *Lab) checkGone(t testing.TB, name string) {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Errorf("ip netns list: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "skiff-"+name+"-") {
+			t.Errorf("lab down left network namespace %s", line)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], l.dir+"/") {
+			t.Errorf("lab down left a mount: %s", line)
+		}
+	}
+	for _, n := range l.State().Nodes {
+		if _, err := os.Lstat(filepath.Join(containerd.DefaultRegistryDir, n.Name+".sock")); err == nil {
+			t.Errorf("lab down left %s in the containerd registry", n.Name)
+		}
+	}
+}
+
+// Home is a HOME directory for the lab's clients.
+func (l *Lab) Home() string { return l.home }
+
+// Kubectl runs kubectl k against the lab (admin kubeconfig through the
+// forwarder on 127.0.0.1) with args.
+func (l *Lab) Kubectl(k Kubectl, args ...string) Result { return l.KubectlWith(k, Cmd{}, args...) }
+
+// KubectlWith runs kubectl k against the lab with args and c.
+func (l *Lab) KubectlWith(k Kubectl, c Cmd, args ...string) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), kubectlTimeout)
+	defer cancel()
+	return run(ctx, k.Path, nil, c.Stdin, append([]string{"HOME=" + l.home}, c.Env...),
+		append([]string{"--kubeconfig", l.Kubeconfig(), "--cache-dir", filepath.Join(l.home, "kube-cache")}, args...)...)
+}
+
+// MustKubectl runs kubectl and fails the test unless it exits 0; it
+// returns stdout.
+func (l *Lab) MustKubectl(t testing.TB, k Kubectl, args ...string) string {
+	t.Helper()
+	r := l.Kubectl(k, args...)
+	if r.ExitCode != 0 {
+		t.Fatalf("kubectl %s %s: %s", k.Version, strings.Join(args, " "), r)
+	}
+	return r.Stdout
+}
+
+// BuildImages runs `skiff images build` into every lab node's containerd
+// (skiff.local/busybox and skiff.local/testserver).
+func (l *Lab) BuildImages(t testing.TB) {
+	t.Helper()
+	var socks []string
+	for _, n := range l.State().Nodes {
+		socks = append(socks, filepath.Join(n.DataDir, "containerd", "containerd.sock"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := run(ctx, l.env.Binary, nil, "", []string{"HOME=" + l.home}, "images", "build", "--data-dir", l.dir,
+		"--containerd-socket", strings.Join(socks, ","), "--log-level", "warn")
+	if r.ExitCode != 0 || r.Err != nil {
+		t.Fatalf("skiff images build: %s", r)
+	}
+}
