@@ -41,6 +41,8 @@ type agentFlags struct {
 	endpoint, containerdBin, busybox string
 	cniConfDir, podCIDR              string
 	proxy                            bool
+	clusterDNS, clusterDomain        string
+	resolvConf                       string
 	kubeletPort                      int
 	nodeIP, podNetwork               string
 	clusterCIDR, serviceCIDR         string
@@ -76,6 +78,9 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.busybox, "busybox", image.DefaultBusybox, "with --runtime=cri: static busybox the sandbox (pause) image is built from")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "with --runtime=cri: where the pod network's CNI config is written; empty means the agent's containerd's, or /etc/cni/net.d with --container-runtime-endpoint")
 	fs.BoolVar(&f.proxy, "proxy", true, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace (--proxy=false when something else does, or in tests on the host's network)")
+	fs.StringVar(&f.clusterDNS, "cluster-dns", "", "with --runtime=cri: comma-separated IPs of the cluster DNS that pods with dnsPolicy ClusterFirst use; empty means the cluster IP of the service kube-system/kube-dns")
+	fs.StringVar(&f.clusterDomain, "cluster-domain", cri.DefaultClusterDomain, "with --runtime=cri: the cluster's DNS domain (pods search <namespace>.svc.<domain>, svc.<domain> and <domain>)")
+	fs.StringVar(&f.resolvConf, "resolv-conf", cri.DefaultResolvConf, "with --runtime=cri: the resolver configuration pods with dnsPolicy Default get (and whose search domains ClusterFirst pods add)")
 	fs.IntVar(&f.kubeletPort, "kubelet-port", stream.DefaultPort, "with --runtime=cri: HTTPS port of the node's streaming endpoint (kubectl logs, exec, attach, port-forward through the API server) on the node IP; 0 turns it off")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
 	fs.StringVar(&f.nodeIP, "node-ip", "", "with --runtime=cri: the node's InternalIP (other nodes route its pods through it); empty means the first non-loopback IPv4 address")
@@ -175,6 +180,10 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	if f.nodes != 1 {
 		return usageError{errors.New("--nodes is for --runtime=sim; a CRI agent runs one node")}
 	}
+	clusterDNS, err := parseIPv4List(f.clusterDNS)
+	if err != nil {
+		return usageError{fmt.Errorf("--cluster-dns: %w", err)}
+	}
 	name := f.nodeName
 	if name == "" {
 		h, err := os.Hostname()
@@ -241,7 +250,7 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	defer stopEvents()
 	rt, err := cri.New(cri.Config{Endpoint: endpoint, Recorder: recorder, CNIConfDir: cniConfDir, CNIDataDir: filepath.Join(dataDir, "cni"),
 		PodCIDR: f.podCIDR, PodLogDir: filepath.Join(dataDir, "pods"), VolumeDir: filepath.Join(dataDir, "volumes"),
-		Client: client, Logger: log})
+		Client: client, ClusterDNS: clusterDNS, ClusterDomain: f.clusterDomain, ResolvConf: f.resolvConf, Logger: log})
 	if err != nil {
 		return err
 	}

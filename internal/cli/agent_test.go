@@ -21,6 +21,7 @@ func TestAgentFlags(t *testing.T) {
 	}{
 		{"cri with a bad kubeconfig", []string{"--runtime=cri", "--kubeconfig", "/nonexistent"}, false, "read kubeconfig"},
 		{"cri with many nodes", []string{"--runtime=cri", "--nodes", "3", "--kubeconfig", "KUBECONFIG"}, true, "--nodes is for --runtime=sim"},
+		{"cri with a bad cluster DNS", []string{"--runtime=cri", "--kubeconfig", "KUBECONFIG", "--cluster-dns", "10.43.0.10,dns"}, true, "--cluster-dns"},
 		{"unknown runtime", []string{"--runtime=docker"}, true, "use cri or sim"},
 		{"no server", []string{"--runtime=sim"}, true, "give --server and --token"},
 		{"server without CA", []string{"--runtime=sim", "--server", "https://127.0.0.1:6443", "--token", "abcdef.0123456789abcdef"}, true, "--ca-file"},
