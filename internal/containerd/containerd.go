@@ -44,6 +44,9 @@ type Config struct {
 	// CNIConfDir is where the CRI plugin reads the pod network's conflist;
 	// empty means Dir/net.d.
 	CNIConfDir string
+	// InsecureRegistries are registries ("HOST:PORT") containerd pulls
+	// from over plain HTTP (see AddInsecureRegistry).
+	InsecureRegistries []string
 	// NetNS, when set, is the path of a network namespace containerd runs
 	// in (/run/netns/NAME): the pods' bridge and veths are made there.
 	NetNS string
@@ -165,6 +168,9 @@ func (c *Containerd) Config() string {
 		"      bin_dir = " + q(c.cfg.CNIBinDir),
 		"      conf_dir = " + q(c.cfg.CNIConfDir),
 		"      max_conf_num = 1",
+		// registries' hosts.toml files (plain HTTP, mirrors): hosts.go
+		"    [plugins.\"io.containerd.grpc.v1.cri\".registry]",
+		"      config_path = " + q(c.RegistryConfigDir()),
 		"",
 	}, "\n")
 }
@@ -182,6 +188,11 @@ func (c *Containerd) Run(ctx context.Context) error {
 	conf := filepath.Join(c.cfg.Dir, "config.toml")
 	if err := os.WriteFile(conf, []byte(c.Config()), 0o600); err != nil {
 		return fmt.Errorf("containerd: write config: %w", err)
+	}
+	for _, host := range c.cfg.InsecureRegistries {
+		if err := c.AddInsecureRegistry(host); err != nil {
+			return fmt.Errorf("containerd: %w", err)
+		}
 	}
 	if _, err := exec.LookPath(c.cfg.Binary); err != nil {
 		return fmt.Errorf("containerd: %w (apt-get install containerd runc containernetworking-plugins)", err)
