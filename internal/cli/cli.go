@@ -42,6 +42,7 @@ func commands() []command {
 		{"controller-manager", "run the controllers (leader-elected) against an API server", runControllerManager},
 		{"images", "build the test images (busybox, testserver) as OCI archives (images build)", runImages},
 		{"agent", "run a node agent that registers a node and runs its pods (--runtime=sim for simulated nodes)", runAgent},
+		{"lab", "run a multi-node lab on this machine, a network namespace per node (lab up, lab down)", runLab},
 		{"version", "print skiff's version", runVersion},
 	}
 }

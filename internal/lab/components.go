@@ -45,17 +45,41 @@ func (l *Lab) startServer(ctx context.Context) error {
 	return l.save()
 }
 
-// startForwarder listens on the host's loopback and writes the host
-// kubeconfig once the server has written its own.
+// startForwarder listens on the host's loopback and forwards to the API
+// server: in this process, or, detached, in a `skiff lab forward` process
+// that inherits the listening socket.
 func (l *Lab) startForwarder() error {
 	st := l.State()
-	f, err := NewForwarder(l.cfg.Listen, netnsPath(st.Nodes[0].Netns), net.JoinHostPort(st.Nodes[0].IP, strconv.Itoa(APIPort)))
+	ns, target := netnsPath(st.Nodes[0].Netns), net.JoinHostPort(st.Nodes[0].IP, strconv.Itoa(APIPort))
+	if !l.cfg.Detach {
+		f, err := NewForwarder(l.cfg.Listen, ns, target)
+		if err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.fwd = f
+		l.state.Forward = f.Addr()
+		l.mu.Unlock()
+		return l.save()
+	}
+	ln, err := net.Listen("tcp", l.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("lab: forwarder: %w", err)
+	}
+	defer ln.Close()
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return fmt.Errorf("lab: forwarder: %w", err)
+	}
+	defer lf.Close()
+	p, err := l.startDetached(filepath.Join(l.cfg.Dir, "forward.log"), []*os.File{lf},
+		"lab", "forward", "--listen-fd", "3", "--netns", ns, "--to", target)
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
-	l.fwd = f
-	l.state.Forward = f.Addr()
+	l.state.Forward = ln.Addr().String()
+	l.state.Forwarder = p
 	l.mu.Unlock()
 	return l.save()
 }
@@ -198,6 +222,37 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
+// Namespaces returns the inodes of the lab's network namespaces: the
+// nodes', the hub's and every pod's (bind-mounted below the lab's
+// directory by containerd). With ProcessesIn, it finds what runs in the
+// lab, also after Down.
+func (l *Lab) Namespaces() map[uint64]bool {
+	st := l.State()
+	inodes := map[uint64]bool{}
+	paths := []string{netnsPath(st.Hub)}
+	for _, n := range st.Nodes {
+		paths = append(paths, netnsPath(n.Netns))
+	}
+	for _, p := range append(paths, nsfsMountsUnder(st.Dir)...) {
+		if ino, ok := nsInode(p); ok {
+			inodes[ino] = true
+		}
+	}
+	return inodes
+}
+
+// ProcessesIn returns the live processes (not zombies) whose network
+// namespace is one of inodes.
+func ProcessesIn(inodes map[uint64]bool) []int {
+	var live []int
+	for _, pid := range processesIn(inodes) {
+		if alive(Process{PID: pid}) {
+			live = append(live, pid)
+		}
+	}
+	return live
+}
+
 // Down tears the lab down: it stops the server and the agents (SIGTERM,
 // SIGKILL after a bound), kills what is left in the lab's network
 // namespaces and in its pods' (containerd, shims, containers) and removes
@@ -214,29 +269,15 @@ func (l *Lab) Down(ctx context.Context) error {
 	if fwd != nil {
 		_ = fwd.Close()
 	}
-	ps := []Process{st.Server}
+	var agents []Process
 	for _, n := range st.Nodes {
-		ps = append(ps, n.Agent)
+		agents = append(agents, n.Agent)
 	}
 	// agents stop their containerd (its SIGTERM bound is 10s)
-	stopAll(ps[1:], 20*time.Second)
-	stopAll(ps[:1], 20*time.Second)
+	stopAll(agents, 20*time.Second)
+	stopAll([]Process{st.Server, st.Forwarder}, 20*time.Second)
 
-	inodes := map[uint64]bool{}
-	for _, n := range st.Nodes {
-		if ino, ok := nsInode(netnsPath(n.Netns)); ok {
-			inodes[ino] = true
-		}
-	}
-	if ino, ok := nsInode(netnsPath(st.Hub)); ok {
-		inodes[ino] = true
-	}
-	for _, p := range nsfsMountsUnder(st.Dir) {
-		if ino, ok := nsInode(p); ok {
-			inodes[ino] = true
-		}
-	}
-	if n := killIn(inodes, 10*time.Second); n > 0 {
+	if n := killIn(l.Namespaces(), 10*time.Second); n > 0 {
 		l.log.Info("killed processes left in the lab's namespaces", "count", n)
 	}
 	unmountUnder(st.Dir)

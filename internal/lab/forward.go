@@ -33,10 +33,16 @@ func NewForwarder(listen, netnsPath, target string) (*Forwarder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: forwarder: %w", err)
 	}
+	return ForwardFrom(ln, netnsPath, target), nil
+}
+
+// ForwardFrom forwards the connections ln accepts to target in the
+// network namespace at netnsPath; Close closes ln.
+func ForwardFrom(ln net.Listener, netnsPath, target string) *Forwarder {
 	f := &Forwarder{ln: ln, netns: netnsPath, target: target, conns: map[net.Conn]struct{}{}}
 	f.wg.Add(1)
 	go f.serve()
-	return f, nil
+	return f
 }
 
 // Addr is the host address the forwarder listens on.

@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -93,6 +92,10 @@ type State struct {
 	APIServer string `json:"apiServer"`
 	// Forward is the host address of the API forwarder.
 	Forward string `json:"forward,omitempty"`
+	// Forwarder is the forwarder's process when the lab runs detached
+	// (`skiff lab forward`); otherwise it runs in the process that made
+	// the lab and ends with it.
+	Forwarder Process `json:"forwarder,omitempty"`
 	// Kubeconfig is the admin kubeconfig for the host (server
 	// https://FORWARD).
 	Kubeconfig string `json:"kubeconfig"`
@@ -123,7 +126,6 @@ type Lab struct {
 	mu    sync.Mutex
 	state State
 	fwd   *Forwarder
-	procs []*exec.Cmd // children of this process, reaped in the background
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$`)

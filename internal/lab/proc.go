@@ -35,10 +35,28 @@ func (l *Lab) start(netns, logPath string, args ...string) (Process, error) {
 	if err := cmd.Start(); err != nil {
 		return Process{}, fmt.Errorf("lab: start %s: %w", args[0], err)
 	}
-	l.mu.Lock()
-	l.procs = append(l.procs, cmd)
-	l.mu.Unlock()
 	go func() { _ = cmd.Wait() }() // reap; the state's PID is how it is stopped
+	p := Process{PID: cmd.Process.Pid, Log: logPath}
+	p.StartTime, _ = startTime(p.PID)
+	return p, nil
+}
+
+// startDetached runs the skiff binary with args in this namespace, in a
+// session of its own, with extra files from fd 3 on.
+func (l *Lab) startDetached(logPath string, extra []*os.File, args ...string) (Process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return Process{}, fmt.Errorf("lab: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(l.cfg.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return Process{}, fmt.Errorf("lab: start %s: %w", args[0], err)
+	}
+	go func() { _ = cmd.Wait() }()
 	p := Process{PID: cmd.Process.Pid, Log: logPath}
 	p.StartTime, _ = startTime(p.PID)
 	return p, nil
@@ -186,7 +204,7 @@ func killIn(inodes map[uint64]bool, grace time.Duration) int {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) && len(processesIn(inodes)) > 0 {
+	for time.Now().Before(deadline) && len(ProcessesIn(inodes)) > 0 {
 		time.Sleep(100 * time.Millisecond)
 	}
 	dirs := make([]string, 0, len(cgroups))

@@ -75,11 +75,15 @@ func (e *Env) StartLab(t testing.TB, n int) *Lab {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
+		namespaces := l.Namespaces()
 		if err := l.Down(ctx); err != nil {
 			t.Errorf("lab down: %v", err)
 		}
 		logf.Close()
 		L.checkGone(t, name)
+		if pids := lab.ProcessesIn(namespaces); len(pids) > 0 {
+			t.Errorf("lab down left processes in the lab's network namespaces: %v", pids)
+		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
