@@ -42,6 +42,7 @@ type serverFlags struct {
 	serviceCIDR, nodePortRange string
 	loadBalancerPool           string
 	dnsListen, clusterDomain   string
+	clusterDNSIP               string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
@@ -68,7 +69,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.serviceCIDR, "service-cidr", server.DefaultServiceCIDR, "IPv4 range services' cluster IPs come from (its first address is the kubernetes service's)")
 	fs.StringVar(&f.nodePortRange, "service-node-port-range", apiserver.DefaultNodePortRange.String(), "range of the node ports of NodePort and LoadBalancer services")
 	fs.StringVar(&f.loadBalancerPool, "load-balancer-pool", "", "IPv4 CIDRs and first-last ranges, comma separated, that LoadBalancer services get addresses from (empty: they stay pending)")
-	fs.StringVar(&f.dnsListen, "cluster-dns-listen", dns.DefaultListen, "UDP and TCP address of the cluster DNS server (empty: none)")
+	fs.StringVar(&f.dnsListen, "cluster-dns-listen", server.DefaultClusterDNSListen, "UDP and TCP address of the cluster DNS server; without a host it listens on the API server's advertise address (--listen's host, or this machine's first IPv4 address for a wildcard), which pods reach through the kube-dns service; a loopback address serves this machine only (empty: no cluster DNS)")
+	fs.StringVar(&f.clusterDNSIP, "cluster-dns", "", "cluster IP of the kube-system/kube-dns service, pods' nameserver (default: the service CIDR's tenth address, 10.43.0.10)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", dns.DefaultDomain, "the cluster's DNS domain")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -85,6 +87,7 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 		LeaseDuration: f.leaseDuration, RenewDeadline: f.renewDeadline, RetryPeriod: f.retryPeriod, Identity: f.identity,
 		ClusterCIDR: f.clusterCIDR, NodeCIDRMaskSize: f.nodeCIDRMaskSize, LoadBalancerPool: f.loadBalancerPool,
 		ServiceCIDR: f.serviceCIDR, ServiceNodePortRange: f.nodePortRange, ClusterDNSListen: f.dnsListen, ClusterDomain: f.clusterDomain,
+		ClusterDNSServiceIP:              f.clusterDNSIP,
 		NodeMonitorGracePeriod:           f.nodeMonitorGrace,
 		DefaultNotReadyTolerationSeconds: &f.notReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: &f.unreachableTolSeconds,
 		SkiffVersion: Version, Logger: log,

@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/version"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/skiff-sh/skiff/internal/agent/stream"
@@ -25,7 +24,6 @@ import (
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/builtin"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/controller/manager"
-	"github.com/skiff-sh/skiff/internal/dns"
 	"github.com/skiff-sh/skiff/internal/pki"
 	"github.com/skiff-sh/skiff/internal/scheduler"
 	"github.com/skiff-sh/skiff/internal/store"
@@ -81,10 +79,13 @@ type Config struct {
 	// 30000-32767).
 	ServiceCIDR, ServiceNodePortRange string
 	// ClusterDNSListen is the cluster DNS server's address (empty: no
-	// cluster DNS); ClusterDomain its domain (empty: cluster.local);
+	// cluster DNS; an empty host: the advertise address, see
+	// clusterdns.go); ClusterDomain its domain (empty: cluster.local);
 	// ClusterDNSResolvConf names its upstream resolvers (empty:
-	// /etc/resolv.conf).
+	// /etc/resolv.conf); ClusterDNSServiceIP is the cluster IP of
+	// kube-system/kube-dns (empty: the service CIDR's tenth address).
 	ClusterDNSListen, ClusterDomain, ClusterDNSResolvConf string
+	ClusterDNSServiceIP                                   string
 	// SkiffVersion is the build's version, shown in /version.
 	SkiffVersion string
 	// Logger receives the control plane's logs.
@@ -102,6 +103,9 @@ type Server struct {
 	mu   sync.Mutex
 	api  *apiserver.Server
 	rest *rest.Config
+	// advertise is the address other machines reach this server at
+	// (the kubernetes and kube-dns endpoints).
+	advertise netip.Addr
 }
 
 // New checks the configuration.
@@ -144,6 +148,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s (is another skiff server running? choose another --listen): %w", s.cfg.Listen, err)
 	}
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	s.advertise = advertiseAddress(host)
 	certFile, keyFile, err := ca.IssueServing(pkiDir, "apiserver", append([]string{host}, s.cfg.Hosts...))
 	if err != nil {
 		_ = ln.Close()
@@ -289,28 +294,6 @@ func advertiseAddress(host string) netip.Addr {
 
 // DefaultServiceCIDR is where cluster IPs come from by default.
 const DefaultServiceCIDR = "10.43.0.0/16"
-
-// startClusterDNS runs the cluster DNS server, restarting it when it
-// fails (e.g. while its address is taken).
-func (s *Server) startClusterDNS(ctx context.Context, wg *sync.WaitGroup, restCfg *rest.Config) error {
-	cs, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return err
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.keepRunning(ctx, "cluster-dns", func(ctx context.Context) error {
-			d, err := dns.New(dns.Config{Client: cs, Listen: s.cfg.ClusterDNSListen, Domain: s.cfg.ClusterDomain,
-				ResolvConf: s.cfg.ClusterDNSResolvConf, Logger: s.log.With("component", "cluster-dns")})
-			if err != nil {
-				return err
-			}
-			return d.Run(ctx)
-		})
-	}()
-	return nil
-}
 
 // startComponents starts the control loops beside the API server: the
 // controller manager and the scheduler, each leader-elected.
