@@ -71,6 +71,9 @@ type Config struct {
 	// MetricsInterval is how often a runtime that is a StatsProvider has
 	// its usage reported to the metrics API (default 15s; negative: never).
 	MetricsInterval time.Duration
+	// GCInterval is how often a runtime that is a GarbageCollector
+	// collects garbage (default 1m; negative: never).
+	GCInterval time.Duration
 	// KubeletPort is the port of the node's streaming endpoint (package
 	// stream), advertised in status.daemonEndpoints (0: 10250).
 	KubeletPort int32
@@ -104,6 +107,8 @@ type Agent struct {
 	pods            *podState
 	src             *PodSource
 	nextMetrics     time.Time
+	nextGC          time.Time
+	adopted         bool // the runtime's pods were compared with the API once
 }
 
 // New checks cfg and fills its defaults.
@@ -148,8 +153,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	for p, d := range map[*time.Duration]time.Duration{&cfg.LeaseDuration: DefaultLeaseDuration,
 		&cfg.RenewInterval: DefaultRenewInterval, &cfg.StatusInterval: DefaultStatusInterval,
-		&cfg.StatusReportInterval: DefaultStatusReportInterval, &cfg.MetricsInterval: DefaultMetricsInterval} {
-		if *p == 0 || *p < 0 && p != &cfg.MetricsInterval {
+		&cfg.StatusReportInterval: DefaultStatusReportInterval, &cfg.MetricsInterval: DefaultMetricsInterval, &cfg.GCInterval: DefaultGCInterval} {
+		if *p == 0 || *p < 0 && p != &cfg.MetricsInterval && p != &cfg.GCInterval {
 			*p = d
 		}
 	}
@@ -430,6 +435,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	a.nextRenew = a.clock.Now().Add(a.cfg.RenewInterval)
 	a.nextStatus = a.clock.Now().Add(a.cfg.StatusInterval)
 	a.nextMetrics = a.clock.Now().Add(a.cfg.MetricsInterval)
+	a.nextGC = a.clock.Now().Add(a.cfg.GCInterval)
 	a.mu.Unlock()
 	for {
 		select {
@@ -456,6 +462,10 @@ func (a *Agent) beat(ctx context.Context) {
 	if stats {
 		a.nextMetrics = now.Add(a.cfg.MetricsInterval)
 	}
+	gc := a.cfg.GCInterval > 0 && !now.Before(a.nextGC)
+	if gc {
+		a.nextGC = now.Add(a.cfg.GCInterval)
+	}
 	a.mu.Unlock()
 	if renew {
 		if err := a.renewLease(ctx); err != nil && ctx.Err() == nil {
@@ -470,6 +480,11 @@ func (a *Agent) beat(ctx context.Context) {
 	if stats {
 		if err := a.reportStats(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("reporting usage to the metrics API failed", "err", err)
+		}
+	}
+	if gc {
+		if err := a.garbageCollect(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("garbage collection failed", "err", err)
 		}
 	}
 }

@@ -264,6 +264,9 @@ func (a *Agent) adopt(ctx context.Context, src *PodSource) {
 	for _, p := range pods {
 		src.queue.Add(podKey{node: a.cfg.NodeName, key: p.Namespace + "/" + p.Name})
 	}
+	a.mu.Lock()
+	a.adopted = true
+	a.mu.Unlock()
 }
 
 // syncPod brings one pod of the node in line with the API: it runs or

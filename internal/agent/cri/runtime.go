@@ -76,6 +76,10 @@ type Config struct {
 	// pods with dnsPolicy Default get (empty: /etc/resolv.conf). See dns.go.
 	ClusterDNS                []string
 	ClusterDomain, ResolvConf string
+	// ImageGCHighThreshold and ImageGCLowThreshold are percentages of
+	// the image file system (see GarbageCollect); 0 means 85 and 80,
+	// a high threshold of 100 disables image collection.
+	ImageGCHighThreshold, ImageGCLowThreshold int
 	// Logger receives the runtime's logs.
 	Logger *slog.Logger
 }
@@ -95,6 +99,9 @@ type Runtime struct {
 	mu        sync.Mutex
 	podCIDR   string
 	volumesAt map[types.UID]time.Time // when each pod's volumes were last written
+
+	stats statsCache // see stats.go
+	gc    gcState    // see gc.go
 }
 
 // New connects to the CRI endpoint (lazily: the first call dials) and
@@ -114,6 +121,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if err := cfg.defaultImageGC(); err != nil {
+		return nil, err
 	}
 	conn, err := grpc.NewClient(cfg.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
