@@ -263,11 +263,14 @@ func ProcessesIn(inodes map[uint64]bool) []int {
 func (l *Lab) Down(ctx context.Context) error {
 	st := l.State()
 	l.mu.Lock()
-	fwd := l.fwd
-	l.fwd = nil
+	fwd, extra := l.fwd, l.extra
+	l.fwd, l.extra = nil, nil
 	l.mu.Unlock()
 	if fwd != nil {
 		_ = fwd.Close()
+	}
+	for _, f := range extra {
+		_ = f.Close()
 	}
 	var agents []Process
 	for _, n := range st.Nodes {
@@ -275,7 +278,11 @@ func (l *Lab) Down(ctx context.Context) error {
 	}
 	// agents stop their containerd (its SIGTERM bound is 10s)
 	stopAll(agents, 20*time.Second)
-	stopAll([]Process{st.Server, st.Forwarder}, 20*time.Second)
+	fwds := []Process{st.Server, st.Forwarder}
+	for _, f := range st.Forwards {
+		fwds = append(fwds, f.Process)
+	}
+	stopAll(fwds, 20*time.Second)
 
 	if n := killIn(l.Namespaces(), 10*time.Second); n > 0 {
 		l.log.Info("killed processes left in the lab's namespaces", "count", n)

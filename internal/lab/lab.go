@@ -99,6 +99,13 @@ type State struct {
 	// Kubeconfig is the admin kubeconfig for the host (server
 	// https://FORWARD).
 	Kubeconfig string `json:"kubeconfig"`
+	// Forwards are further forwarders from the host's loopback into node
+	// 0's namespace (Forward), e.g. `skiff up`'s demo URL.
+	Forwards []Forward `json:"forwards,omitempty"`
+	// Binary and Detached are the lab's skiff executable and mode, so that
+	// a Lab loaded from the state can add forwarders.
+	Binary   string `json:"binary,omitempty"`
+	Detached bool   `json:"detached,omitempty"`
 }
 
 // Node is one lab node.
@@ -126,6 +133,7 @@ type Lab struct {
 	mu    sync.Mutex
 	state State
 	fwd   *Forwarder
+	extra map[string]*Forwarder // in-process Forwards, by name
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$`)
@@ -189,7 +197,7 @@ func New(cfg Config) (*Lab, error) {
 	}
 	l := &Lab{cfg: cfg, log: cfg.Logger.With("lab", cfg.Name)}
 	st := State{Name: cfg.Name, Dir: dir, Subnet: subnet.String(), ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
-		Hub: netnsName(cfg.Name, "hub"), Kubeconfig: filepath.Join(dir, "kubeconfig")}
+		Hub: netnsName(cfg.Name, "hub"), Kubeconfig: filepath.Join(dir, "kubeconfig"), Binary: cfg.Binary, Detached: cfg.Detach}
 	ip := subnet.Addr()
 	for range firstHost {
 		ip = ip.Next()
@@ -212,6 +220,7 @@ func (l *Lab) State() State {
 	defer l.mu.Unlock()
 	st := l.state
 	st.Nodes = append([]Node(nil), st.Nodes...)
+	st.Forwards = append([]Forward(nil), st.Forwards...)
 	return st
 }
 
@@ -291,7 +300,7 @@ func Load(dir string, logger *slog.Logger) (*Lab, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Lab{cfg: Config{Name: st.Name, Dir: st.Dir}, log: logger.With("lab", st.Name), state: st}, nil
+	return &Lab{cfg: Config{Name: st.Name, Dir: st.Dir, Binary: st.Binary, Detach: st.Detached}, log: logger.With("lab", st.Name), state: st}, nil
 }
 
 // ServerLog and AgentLog are the paths of the components' logs.
