@@ -1,6 +1,8 @@
 // Command testserver is a small HTTP server packaged into the
 // skiff.local/testserver image for end-to-end tests: it echoes who it is,
-// and can be told to fail its health check, exit, hold memory or burn CPU.
+// serves the file PAGE_FILE names at /page (a mounted ConfigMap key in skiff
+// up's demo app), and can be told to fail its health check, exit, hold
+// memory or burn CPU.
 package main
 
 import (

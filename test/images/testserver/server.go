@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"mime"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ type config struct {
 	podIP           string
 	failHealthAfter time.Duration // 0: never fail on a timer
 	failFile        string        // /healthz fails while this file exists
+	pageFile        string        // served at /page, read at every request (e.g. a mounted ConfigMap key)
 }
 
 // configFromEnv reads the server's configuration with getenv.
@@ -27,6 +30,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		podName:      getenv("POD_NAME"),
 		podNamespace: getenv("POD_NAMESPACE"),
 		podIP:        getenv("POD_IP"),
+		pageFile:     getenv("PAGE_FILE"),
 		failFile:     "/tmp/fail",
 	}
 	if cfg.port == "" {
@@ -63,6 +67,7 @@ func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", s.echo)
 	mux.HandleFunc("/healthz", s.healthz)
+	mux.HandleFunc("/page", s.page)
 	mux.HandleFunc("POST /fail", s.setFailing(true))
 	mux.HandleFunc("POST /recover", s.setFailing(false))
 	mux.HandleFunc("/exit", s.exitHandler)
@@ -103,6 +108,27 @@ func (s *server) echo(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr:   r.RemoteAddr,
 		Headers:      r.Header,
 	})
+}
+
+// page serves PAGE_FILE as it is now (a ConfigMap volume's update shows
+// at the next request), with the pod's name in X-Pod-Name.
+func (s *server) page(w http.ResponseWriter, _ *http.Request) {
+	if s.cfg.pageFile == "" {
+		http.Error(w, "no page: PAGE_FILE is not set", http.StatusNotFound)
+		return
+	}
+	b, err := os.ReadFile(s.cfg.pageFile)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("page: %v", err), http.StatusInternalServerError)
+		return
+	}
+	ct := mime.TypeByExtension(filepath.Ext(s.cfg.pageFile))
+	if ct == "" {
+		ct = "text/plain; charset=utf-8"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("X-Pod-Name", s.cfg.podName)
+	_, _ = w.Write(b)
 }
 
 // unhealthy reports why /healthz should fail, or "" if it should not.

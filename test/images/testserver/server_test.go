@@ -56,8 +56,8 @@ func TestConfigFromEnv(t *testing.T) {
 		wantErr bool
 	}{
 		{"defaults", nil, config{port: "8080", failFile: "/tmp/fail"}, false},
-		{"all set", map[string]string{"PORT": "9000", "POD_NAME": "p", "POD_NAMESPACE": "ns", "POD_IP": "10.0.0.1", "FAIL_HEALTHZ_AFTER": "10s"},
-			config{port: "9000", podName: "p", podNamespace: "ns", podIP: "10.0.0.1", failHealthAfter: 10 * time.Second, failFile: "/tmp/fail"}, false},
+		{"all set", map[string]string{"PORT": "9000", "POD_NAME": "p", "POD_NAMESPACE": "ns", "POD_IP": "10.0.0.1", "FAIL_HEALTHZ_AFTER": "10s", "PAGE_FILE": "/etc/page/index.html"},
+			config{port: "9000", podName: "p", podNamespace: "ns", podIP: "10.0.0.1", failHealthAfter: 10 * time.Second, failFile: "/tmp/fail", pageFile: "/etc/page/index.html"}, false},
 		{"bad duration", map[string]string{"FAIL_HEALTHZ_AFTER": "soon"}, config{}, true},
 	}
 	for _, tt := range tests {
@@ -94,6 +94,45 @@ func TestEcho(t *testing.T) {
 	got.Headers = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("echo = %+v, want %+v", got, want)
+	}
+}
+
+func TestPage(t *testing.T) {
+	dir := t.TempDir()
+	page := filepath.Join(dir, "index.html")
+	h := newHarness(t, config{podName: "web-0", pageFile: page})
+	tests := []struct {
+		name     string
+		content  string // "" leaves the file missing
+		wantCode int
+		wantBody string
+	}{
+		{"missing file", "", http.StatusInternalServerError, ""},
+		{"served", "<h1>hello</h1>\n", http.StatusOK, "<h1>hello</h1>\n"},
+		{"read again after a change", "<h1>changed</h1>\n", http.StatusOK, "<h1>changed</h1>\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.content != "" {
+				if err := os.WriteFile(page, []byte(tt.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := h.do(http.MethodGet, "/page")
+			if rec.Code != tt.wantCode {
+				t.Fatalf("status = %d, want %d (%s)", rec.Code, tt.wantCode, rec.Body)
+			}
+			if tt.wantBody == "" {
+				return
+			}
+			if rec.Body.String() != tt.wantBody || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") ||
+				rec.Header().Get("X-Pod-Name") != "web-0" {
+				t.Errorf("page = %q, headers %v", rec.Body, rec.Header())
+			}
+		})
+	}
+	if rec := newHarness(t, config{}).do(http.MethodGet, "/page"); rec.Code != http.StatusNotFound {
+		t.Errorf("without PAGE_FILE: status %d, want 404", rec.Code)
 	}
 }
 
