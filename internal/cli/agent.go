@@ -46,6 +46,7 @@ type agentFlags struct {
 	kubeletPort                      int
 	nodeIP, podNetwork               string
 	clusterCIDR, serviceCIDR         string
+	imageGCHigh, imageGCLow          int
 }
 
 func (f *agentFlags) register(fs interface {
@@ -83,6 +84,8 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.resolvConf, "resolv-conf", cri.DefaultResolvConf, "with --runtime=cri: the resolver configuration pods with dnsPolicy Default get (and whose search domains ClusterFirst pods add)")
 	fs.IntVar(&f.kubeletPort, "kubelet-port", stream.DefaultPort, "with --runtime=cri: HTTPS port of the node's streaming endpoint (kubectl logs, exec, attach, port-forward through the API server) on the node IP; 0 turns it off")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
+	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", cri.DefaultImageGCHighThreshold, "with --runtime=cri: percent of the image file system's disk usage above which unused images are removed (100 disables)")
+	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", cri.DefaultImageGCLowThreshold, "with --runtime=cri: percent of disk usage image garbage collection frees down to")
 	fs.StringVar(&f.nodeIP, "node-ip", "", "with --runtime=cri: the node's InternalIP (other nodes route its pods through it); empty means the first non-loopback IPv4 address")
 	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeNone, "with --runtime=cri: how pods reach pods on other nodes: host-gw (routes every other node's pod CIDR via its InternalIP, an unreachable route for --cluster-cidr and --service-cidr, masquerades pod egress leaving the cluster CIDR; in the agent's network namespace) or none")
 	fs.StringVar(&f.clusterCIDR, "cluster-cidr", nodeipam.DefaultClusterCIDR, "with --pod-network: the cluster's pod range (the server's --cluster-cidr)")
@@ -250,6 +253,7 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	defer stopEvents()
 	rt, err := cri.New(cri.Config{Endpoint: endpoint, Recorder: recorder, CNIConfDir: cniConfDir, CNIDataDir: filepath.Join(dataDir, "cni"),
 		PodCIDR: f.podCIDR, PodLogDir: filepath.Join(dataDir, "pods"), VolumeDir: filepath.Join(dataDir, "volumes"),
+		ImageGCHighThreshold: f.imageGCHigh, ImageGCLowThreshold: f.imageGCLow,
 		Client: client, ClusterDNS: clusterDNS, ClusterDomain: f.clusterDomain, ResolvConf: f.resolvConf, Logger: log})
 	if err != nil {
 		return err
