@@ -38,9 +38,10 @@ const (
 // TestKubectlStreaming runs a real node (containerd in a network namespace
 // of the test's, the agent and its streaming endpoint on the host's
 // loopback) beside the API server, and drives logs, exec, attach,
-// port-forward and cp with stock kubectl 1.27 (SPDY), 1.30 (WebSocket
-// exec falling back to SPDY) and 1.33 (WebSocket exec and port-forward
-// falling back).
+// port-forward and cp with every stock kubectl from 1.27 to 1.33: SPDY up
+// to 1.29; 1.30 tries WebSocket for exec and attach, 1.31+ for
+// port-forward too, and falls back to SPDY when the server refuses the
+// upgrade.
 func TestKubectlStreaming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs containers")
@@ -54,7 +55,7 @@ func TestKubectlStreaming(t *testing.T) {
 			t.Skipf("needs %s (hack/install-deps.sh installs it): %v", bin, err)
 		}
 	}
-	kubectls := streamtest.Versions(t, "1.27", "1.30", "1.33")
+	kubectls := streamtest.Versions(t, "1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33")
 	dir, err := os.MkdirTemp("", "skiff-stream-")
 	if err != nil {
 		t.Fatal(err)
