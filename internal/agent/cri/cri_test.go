@@ -231,6 +231,7 @@ func TestCRI(t *testing.T) {
 	t.Run("Probes", h.probes)
 	t.Run("LifecycleHooks", h.lifecycleHooks)
 	t.Run("DNSAndHosts", h.dnsAndHosts)
+	t.Run("ClusterDNSFromPod", h.clusterDNSFromPod)
 	t.Run("SandboxRecreated", h.sandboxRecreated)
 	t.Run("Stats", h.stats)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })

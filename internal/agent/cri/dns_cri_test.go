@@ -2,15 +2,24 @@ package cri_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/skiff-sh/skiff/internal/controller/controllertest"
+	"github.com/skiff-sh/skiff/internal/dns"
 )
 
 // The node's resolv.conf in the test (the runtime's Config.ResolvConf).
@@ -88,5 +97,82 @@ func (h *harness) dnsAndHosts(t *testing.T) {
 	}
 	if got, w := exec(p, "env | grep -c _SERVICE_HOST="), "1\n"; got != w {
 		t.Errorf("service variables without service links: %q, want %q", got, w)
+	}
+}
+
+// serveClusterDNS runs the cluster DNS server inside the node's network
+// namespace on the kube-dns cluster IP (an address of the namespace's
+// loopback here; on a real node the proxy DNATs it to a server), so pods
+// resolve through it until the test ends.
+func serveClusterDNS(t *testing.T, cs kubernetes.Interface, nsPath string) {
+	t.Helper()
+	name := filepath.Base(nsPath)
+	if out, err := exec.Command("ip", "-n", name, "addr", "add", clusterDNSIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	s, err := dns.New(dns.Config{Client: cs, Listen: clusterDNSIP + ":53", Upstreams: []string{}, Logger: controllertest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open(nsPath)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		done <- s.Run(ctx) // listens here, on the thread inside the namespace
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("cluster DNS did not stop")
+		}
+	})
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("cluster DNS: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("cluster DNS not ready")
+	}
+}
+
+// clusterDNSFromPod: a ClusterFirst pod resolves a service by its short
+// name (search path) and full name through the cluster DNS.
+func (h *harness) clusterDNSFromPod(t *testing.T) {
+	serveClusterDNS(t, h.cs, h.netns)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dns-client"}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{busybox("c", "sleep 3600")}}}
+	p := h.runPod(t, pod, "pod running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	// busybox's nslookup asks every search domain for a name without a
+	// dot and fails if one of them does: a short name only needs its
+	// answer among them
+	for _, c := range []struct {
+		name, want string
+		exit0      bool
+	}{
+		{"web-svc.default.svc.cluster.local", "10.43.0.80", true},
+		{"kube-dns.kube-system.svc.cluster.local", clusterDNSIP, true},
+		{"web-svc", "10.43.0.80", false},
+	} {
+		out, err := h.cri.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: id,
+			Cmd: []string{"nslookup", c.name}, Timeout: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(out.Stdout); (c.exit0 && out.ExitCode != 0) || !strings.Contains(got, "Address: "+c.want+"\n") {
+			t.Errorf("nslookup %s: exit %d, %q %q; want address %s", c.name, out.ExitCode, got, out.Stderr, c.want)
+		}
 	}
 }
