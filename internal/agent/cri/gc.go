@@ -40,6 +40,10 @@ const LocalImagePrefix = "skiff.local/"
 // image was first seen and last used by a container (in memory only, as
 // the kubelet's image manager).
 type gcState struct {
+	// imageMinAge, when not 0, replaces imageMinAge; negative means
+	// none (tests).
+	imageMinAge time.Duration
+
 	mu        sync.Mutex
 	firstSeen map[string]time.Time
 	lastUsed  map[string]time.Time
@@ -270,6 +274,9 @@ func (r *Runtime) collectImages(ctx context.Context, containers []*runtimeapi.Co
 	}
 	images := r.gc.observe(list.Images, inUse, now)
 	p := imageGCPolicy{high: r.cfg.ImageGCHighThreshold, low: r.cfg.ImageGCLowThreshold, minAge: imageMinAge}
+	if r.gc.imageMinAge != 0 {
+		p.minAge = max(r.gc.imageMinAge, 0)
+	}
 	if p.high >= 100 {
 		return nil
 	}
