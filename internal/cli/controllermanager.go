@@ -24,6 +24,9 @@ leader acts; when it loses the Lease its controllers stop at once.
 	retryPeriod := fs.Duration("leader-elect-retry-period", manager.DefaultRetryPeriod, "how often to try to acquire or renew the Lease")
 	identity := fs.String("identity", "", "name of this instance in the Lease (default hostname_uuid)")
 	workers := fs.Int("workers", 0, "objects each controller syncs at once (0: each controller's default)")
+	signingCert := fs.String("cluster-signing-cert-file", "", "cluster CA certificate (PEM) the csrsigning controller signs with (e.g. DATA_DIR/pki/ca.crt); without it and the key, no CSR is signed")
+	signingKey := fs.String("cluster-signing-key-file", "", "the cluster CA's private key (PEM), e.g. DATA_DIR/pki/ca.key")
+	signingDuration := fs.Duration("cluster-signing-duration", 0, "longest lifetime of a signed certificate (default 8760h)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -43,7 +46,8 @@ leader acts; when it loses the Lease its controllers stop at once.
 	}
 	m, err := manager.New(manager.Config{Kubeconfig: *kubeconfig, Controllers: names, DisableLeaderElection: !*leaderElect,
 		LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline, RetryPeriod: *retryPeriod,
-		Identity: *identity, Workers: *workers, Logger: log.With("component", "controller-manager")})
+		Identity: *identity, Workers: *workers, Logger: log.With("component", "controller-manager"),
+		ClusterSigningCertFile: *signingCert, ClusterSigningKeyFile: *signingKey, ClusterSigningDuration: *signingDuration})
 	if err != nil {
 		return usageError{err}
 	}

@@ -29,7 +29,16 @@ func Logger() *slog.Logger {
 // client of it.
 func ControlPlane(t *testing.T) (*rest.Config, kubernetes.Interface) {
 	t.Helper()
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: Logger(),
+	rc, cs, _ := ControlPlaneDir(t)
+	return rc, cs
+}
+
+// ControlPlaneDir is ControlPlane that also returns the server's data
+// directory (its CA is in pki/ under it).
+func ControlPlaneDir(t *testing.T) (*rest.Config, kubernetes.Interface, string) {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := server.New(server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: Logger(),
 		DisableControllerManager: true, DisableScheduler: true})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +61,7 @@ func ControlPlane(t *testing.T) (*rest.Config, kubernetes.Interface) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("control plane not ready")
 	}
-	return srv.RestConfig(), kubernetes.NewForConfigOrDie(srv.RestConfig())
+	return srv.RestConfig(), kubernetes.NewForConfigOrDie(srv.RestConfig()), dir
 }
 
 // Runner is a controller.

@@ -31,6 +31,8 @@ import (
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 
 	"github.com/skiff-sh/skiff/internal/controller/cronjob"
+	"github.com/skiff-sh/skiff/internal/controller/csrapproving"
+	"github.com/skiff-sh/skiff/internal/controller/csrsigning"
 	"github.com/skiff-sh/skiff/internal/controller/daemonset"
 	"github.com/skiff-sh/skiff/internal/controller/deployment"
 	"github.com/skiff-sh/skiff/internal/controller/disruption"
@@ -46,6 +48,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
 	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
 	"github.com/skiff-sh/skiff/internal/controller/statefulset"
+	"github.com/skiff-sh/skiff/internal/pki"
 )
 
 // Defaults, as upstream's kube-controller-manager.
@@ -77,10 +80,15 @@ const (
 	HorizontalPodAutoscaling = "horizontalpodautoscaling"
 	// LoadBalancer gives LoadBalancer services an IP from LoadBalancerPool.
 	LoadBalancer = "loadbalancer"
+	// CSRApproving approves nodes' certificate signing requests.
+	CSRApproving = "csrapproving"
+	// CSRSigning signs approved requests with the cluster CA (needs
+	// ClusterSigningCertFile and ClusterSigningKeyFile; off without them).
+	CSRSigning = "csrsigning"
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling, LoadBalancer}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling, LoadBalancer, CSRApproving, CSRSigning}
 
 // Config configures the manager.
 type Config struct {
@@ -121,6 +129,12 @@ type Config struct {
 	// separated) LoadBalancer services get addresses from; empty leaves
 	// them pending.
 	LoadBalancerPool string
+	// ClusterSigningCertFile and ClusterSigningKeyFile are the cluster CA
+	// the csrsigning controller signs with (PEM); without them it does
+	// not run. ClusterSigningDuration caps the certificates' lifetime
+	// (default one year).
+	ClusterSigningCertFile, ClusterSigningKeyFile string
+	ClusterSigningDuration                        time.Duration
 	// Logger receives the manager's and controllers' logs.
 	Logger *slog.Logger
 }
@@ -334,6 +348,19 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		case NodeIPAM:
 			c, err = nodeipam.New(nodeipam.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name),
 				ClusterCIDR: m.cfg.ClusterCIDR, NodeMaskSize: m.cfg.NodeCIDRMaskSize})
+		case CSRApproving:
+			c, err = csrapproving.New(csrapproving.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
+		case CSRSigning:
+			if m.cfg.ClusterSigningCertFile == "" || m.cfg.ClusterSigningKeyFile == "" {
+				m.log.Info("csrsigning controller off: no cluster signing certificate and key")
+				continue
+			}
+			ca, cerr := loadCA(m.cfg.ClusterSigningCertFile, m.cfg.ClusterSigningKeyFile)
+			if cerr != nil {
+				return fmt.Errorf("controller manager: %w", cerr)
+			}
+			c, err = csrsigning.New(csrsigning.Config{Client: m.client, Factory: factory, CA: ca, Duration: m.cfg.ClusterSigningDuration,
+				Logger: log(name), Workers: m.cfg.Workers})
 		case NodeLifecycle:
 			c, err = nodelifecycle.New(nodelifecycle.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name),
 				GracePeriod: m.cfg.NodeMonitorGracePeriod, EvictionRate: m.cfg.NodeEvictionRate, Workers: m.cfg.Workers})
@@ -377,4 +404,21 @@ func (m *Manager) runControllers(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	return err
+}
+
+// loadCA reads the cluster signing certificate and key.
+func loadCA(certFile, keyFile string) (*pki.CA, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster signing certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster signing key: %w", err)
+	}
+	ca, err := pki.LoadCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cluster signing CA %s: %w", certFile, err)
+	}
+	return ca, nil
 }
