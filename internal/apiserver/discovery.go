@@ -50,6 +50,8 @@ func (s *Server) subresources(r *registry.Resource) []subresource {
 				subresource{"proxy", schema.GroupVersionKind{Version: "v1", Kind: "PodProxyOptions"}, []string{"create", "delete", "get", "head", "options", "patch", "update"}})
 		case "namespaces":
 			out = append(out, subresource{"finalize", r.GVK, []string{"update"}})
+		case "serviceaccounts":
+			out = append(out, subresource{"token", schema.GroupVersionKind{Group: "authentication.k8s.io", Version: "v1", Kind: "TokenRequest"}, []string{"create"}})
 		case "nodes":
 			out = append(out, subresource{"proxy", schema.GroupVersionKind{Version: "v1", Kind: "NodeProxyOptions"}, []string{"create", "delete", "get", "head", "options", "patch", "update"}})
 		case "services":

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,7 @@ import (
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
+	"github.com/skiff-sh/skiff/internal/satoken"
 )
 
 // queryParams are the query parameters resource requests use.
@@ -90,7 +92,9 @@ func parseQuery(r *http.Request) (queryParams, error) {
 // user is an authenticated identity.
 type user struct {
 	name   string
+	uid    string
 	groups []string
+	extra  map[string][]string
 }
 
 type ctxKey int
@@ -105,9 +109,17 @@ func (s *Server) authenticate(r *http.Request) (user, error) {
 		return user{name: c.Subject.CommonName, groups: append(c.Subject.Organization, "system:authenticated")}, nil
 	}
 	if auth := r.Header.Get("Authorization"); strings.HasPrefix(auth, "Bearer ") {
-		return s.authenticateToken(strings.TrimSpace(strings.TrimPrefix(auth, "Bearer ")))
+		return s.authenticateBearer(r.Context(), strings.TrimSpace(strings.TrimPrefix(auth, "Bearer ")))
 	}
 	return user{}, errors.New("no credentials")
+}
+
+// authenticateBearer checks a service-account JWT or a bootstrap token.
+func (s *Server) authenticateBearer(ctx context.Context, tok string) (user, error) {
+	if satoken.LooksLikeJWT(tok) {
+		return s.authenticateServiceAccount(ctx, tok)
+	}
+	return s.authenticateToken(tok)
 }
 
 // authenticateToken checks a bootstrap token "<id>.<secret>" against the
@@ -273,6 +285,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		s.serveResourceMetrics(w, r, ri)
 		return
 	}
+	if ri.group == authenticationv1.GroupName {
+		s.serveAuthentication(w, r, ri)
+		return
+	}
 	h := s.handlers[schema.GroupVersionResource{Group: ri.group, Version: ri.version, Resource: ri.resource}]
 	if h == nil {
 		if ri.name == "" && ri.namespace == "" && r.Method == http.MethodGet && s.discoveryPath(w, r) {
@@ -324,6 +340,10 @@ func (s *Server) serveWith(h *resourceHandler, w http.ResponseWriter, r *http.Re
 	}
 	if !h.allows(ri.verb) && ri.subresource == "" {
 		s.writeError(w, r, apierrors.NewMethodNotSupported(h.gr, ri.verb))
+		return
+	}
+	if ri.subresource == "token" && h.gr == serviceAccountsGR {
+		s.serveToken(h, w, r, ri, q)
 		return
 	}
 	if ri.subresource != "" {

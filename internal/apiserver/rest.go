@@ -454,6 +454,9 @@ func (h *resourceHandler) create(ctx context.Context, r *http.Request, ri reques
 		if err := h.s.admitPodPriority(ctx, obj); err != nil {
 			return nil, nil, err
 		}
+		if err := h.s.admitPodServiceAccount(ctx, obj); err != nil {
+			return nil, nil, err
+		}
 	}
 	errs := h.validateMeta(obj)
 	errs = append(errs, h.r.Strategy.ValidateCreate(obj)...)

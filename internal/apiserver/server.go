@@ -6,6 +6,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 
 	"github.com/skiff-sh/skiff/internal/apiserver/registry"
+	"github.com/skiff-sh/skiff/internal/satoken"
 	"github.com/skiff-sh/skiff/internal/store"
 )
 
@@ -72,6 +74,22 @@ type Config struct {
 	// AdvertiseAddress is the address the kubernetes service's endpoints
 	// name (default: the listening address).
 	AdvertiseAddress netip.Addr
+	// ServiceAccountSigner signs service-account tokens (the
+	// serviceaccounts/token subresource) and its public key verifies them;
+	// nil turns service-account tokens off.
+	ServiceAccountSigner *satoken.Signer
+	// ServiceAccountKeys are further public keys whose tokens are accepted.
+	ServiceAccountKeys []crypto.PublicKey
+	// ServiceAccountIssuer is the iss of issued tokens and the one
+	// accepted (default DefaultIssuer("")).
+	ServiceAccountIssuer string
+	// APIAudiences are the audiences a token must name one of to
+	// authenticate, and what a TokenRequest without audiences gets
+	// (default: the issuer).
+	APIAudiences []string
+	// ServiceAccountMaxTokenExpiration caps the lifetime a TokenRequest
+	// gets (zero: no cap below upstream's 2^32 s).
+	ServiceAccountMaxTokenExpiration time.Duration
 	// KubeletClientCert is the client certificate the server presents to
 	// node agents for pods/log, exec, attach and portforward (nil: those
 	// answer 503).
@@ -93,6 +111,7 @@ type Server struct {
 	metrics  *metrics
 	usage    *resourceMetrics
 	alloc    *serviceAlloc
+	tokens   *serviceAccountTokens
 	ready    chan struct{}
 	addr     string
 	kubelet  *http.Transport
@@ -137,6 +156,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("apiserver: %w", err)
 		}
 	}
+	if s.tokens, err = newServiceAccountTokens(cfg); err != nil {
+		return nil, err
+	}
 	gvIndex := map[schema.GroupVersion]int{}
 	// storage resources first, so that converted resources find their cache
 	ordered := append([]*registry.Resource(nil), cfg.Resources...)
@@ -176,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 		s.groups[i].resources = append(s.groups[i].resources, r)
 	}
 	s.groups = append(s.groups, groupVersion{gv: metricsv1beta1.SchemeGroupVersion, resources: metricsResources()})
+	s.groups = append(s.groups, authenticationGroups()...)
 	return s, nil
 }
 

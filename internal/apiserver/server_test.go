@@ -70,7 +70,9 @@ func startTestServerIn(t *testing.T, dir string, configure func(*Config)) *testS
 	}
 	cfg := Config{Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
 		Resources: core.Resources(), Logger: log,
-		Bootstrap: []runtime.Object{&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}}}}
+		Bootstrap: []runtime.Object{&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+			&corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "default"}}},
+		ServiceAccountSigner: testSigner(t)}
 	configure(&cfg)
 	s, err := New(cfg)
 	if err != nil {

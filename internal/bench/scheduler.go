@@ -303,6 +303,12 @@ func (r *schedRun) setup(ctx context.Context) error {
 	if _, err := r.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create namespace: %w", err)
 	}
+	// no serviceaccount controller runs beside this scheduler; pods need
+	// their namespace's default ServiceAccount to be admitted
+	if _, err := r.client.CoreV1().ServiceAccounts(r.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create service account: %w", err)
+	}
 	if cfg.Workload == WorkloadPreemption {
 		for name, v := range map[string]int32{"skiff-bench-low": lowPriority, "skiff-bench-high": highPriority} {
 			pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Value: v}

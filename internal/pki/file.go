@@ -160,3 +160,9 @@ func lockDir(dir string) (unlock func(), err error) {
 	}
 	return func() { _ = d.Close() }, nil // closing the descriptor releases the lock
 }
+
+// WriteFileAtomic writes data to path so that readers see the old content
+// or the new, never a part (temporary file, fsync, rename).
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(path, data, perm)
+}

@@ -306,6 +306,11 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 // Verify parses tok and checks its signature, issuer, audience, expiry
 // and not-before time; it returns the claims of a valid token.
 func (v *Verifier) Verify(tok string) (*Claims, error) {
+	return v.VerifyFor(tok, v.audiences)
+}
+
+// VerifyFor is Verify with other accepted audiences (a TokenReview's).
+func (v *Verifier) VerifyFor(tok string, audiences []string) (*Claims, error) {
 	t, err := Parse(tok)
 	if err != nil {
 		return nil, err
@@ -317,7 +322,7 @@ func (v *Verifier) Verify(tok string) (*Claims, error) {
 	if !slices.Contains(v.issuers, c.Issuer) {
 		return nil, ErrIssuer
 	}
-	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.audiences, a) }) {
+	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(audiences, a) }) {
 		return nil, ErrAudience
 	}
 	now := v.now()

@@ -86,6 +86,13 @@ type Config struct {
 	// kube-system/kube-dns (empty: the service CIDR's tenth address).
 	ClusterDNSListen, ClusterDomain, ClusterDNSResolvConf string
 	ClusterDNSServiceIP                                   string
+	// ServiceAccountIssuer is the iss of service-account tokens (empty:
+	// https://kubernetes.default.svc.<ClusterDomain>); APIAudiences the
+	// audiences the API server accepts in them (empty: the issuer);
+	// ServiceAccountMaxTokenExpiration caps their lifetime (zero: none).
+	ServiceAccountIssuer             string
+	APIAudiences                     []string
+	ServiceAccountMaxTokenExpiration time.Duration
 	// SkiffVersion is the build's version, shown in /version.
 	SkiffVersion string
 	// Logger receives the control plane's logs.
@@ -178,6 +185,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
+	saKey, err := ensureServiceAccountKey(ctx, st, pkiDir, s.log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	issuer := s.cfg.ServiceAccountIssuer
+	if issuer == "" {
+		issuer = apiserver.DefaultIssuer(s.cfg.ClusterDomain)
+	}
 	svcCIDR, nodePorts, err := s.serviceRanges()
 	if err != nil {
 		_ = ln.Close()
@@ -187,10 +203,12 @@ func (s *Server) Run(ctx context.Context) error {
 		ServiceCIDR: svcCIDR, ServiceNodePortRange: nodePorts, AdvertiseAddress: advertiseAddress(host),
 		Store: st, Listener: ln, CertFile: certFile, KeyFile: keyFile, ClientCA: ca.Pool(),
 		Resources: builtin.ResourcesWith(core.Options{NotReadyTolerationSeconds: s.cfg.DefaultNotReadyTolerationSeconds,
-			UnreachableTolerationSeconds: s.cfg.DefaultUnreachableTolerationSeconds}), Metrics: reg, Bootstrap: bootstrapObjects(),
+			UnreachableTolerationSeconds: s.cfg.DefaultUnreachableTolerationSeconds}), Metrics: reg, Bootstrap: bootstrapObjects(ca.CertPEM()),
 		Version: version.Info{Major: "1", Minor: "33", GitVersion: KubernetesVersion + "+skiff-" + s.cfg.SkiffVersion,
 			Platform: "linux/amd64", GoVersion: goVersion()}, KubeletClientCert: kubeletCert,
-		Logger: s.log.With("component", "apiserver"),
+		ServiceAccountSigner: saKey, ServiceAccountIssuer: issuer, APIAudiences: s.cfg.APIAudiences,
+		ServiceAccountMaxTokenExpiration: s.cfg.ServiceAccountMaxTokenExpiration,
+		Logger:                           s.log.With("component", "apiserver"),
 	})
 	if err != nil {
 		_ = ln.Close()

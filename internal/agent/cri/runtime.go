@@ -99,6 +99,7 @@ type Runtime struct {
 	mu        sync.Mutex
 	podCIDR   string
 	volumesAt map[types.UID]time.Time // when each pod's volumes were last written
+	tokens    tokenCache              // service-account tokens of projected volumes: see satoken.go
 
 	stats statsCache // see stats.go
 	gc    gcState    // see gc.go

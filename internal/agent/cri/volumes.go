@@ -92,6 +92,7 @@ func (r *Runtime) removeVolumes(uid types.UID) error {
 	r.mu.Lock()
 	delete(r.volumesAt, uid)
 	r.mu.Unlock()
+	r.tokens.forget(uid)
 	base := r.podVolumeDir(uid)
 	entries, err := os.ReadDir(base)
 	if errors.Is(err, os.ErrNotExist) {
@@ -260,8 +261,13 @@ func (r *Runtime) volumeFiles(ctx context.Context, p *corev1.Pod, src *corev1.Vo
 			files, err = secretFiles(ctx, refs, p.Namespace, s.Secret.Name, s.Secret.Items, s.Secret.Optional, def)
 		case s.DownwardAPI != nil:
 			files, err = downwardFiles(p, s.DownwardAPI.Items, def)
+		case s.ServiceAccountToken != nil:
+			var tok string
+			if tok, err = r.tokens.token(ctx, r.cfg.Client, p, s.ServiceAccountToken, time.Now()); err == nil {
+				files = []volumeFile{{path: s.ServiceAccountToken.Path, mode: def, data: []byte(tok)}}
+			}
 		default:
-			err = errors.New("projected sources other than configMap, secret and downwardAPI are not supported yet")
+			err = errors.New("projected sources other than configMap, secret, downwardAPI and serviceAccountToken are not supported yet")
 		}
 		if err != nil {
 			return nil, err

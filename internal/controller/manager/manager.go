@@ -46,6 +46,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/controller/nodelifecycle"
 	"github.com/skiff-sh/skiff/internal/controller/podautoscaler"
 	"github.com/skiff-sh/skiff/internal/controller/replicaset"
+	"github.com/skiff-sh/skiff/internal/controller/rootcacert"
 	"github.com/skiff-sh/skiff/internal/controller/serviceaccount"
 	"github.com/skiff-sh/skiff/internal/controller/statefulset"
 	"github.com/skiff-sh/skiff/internal/pki"
@@ -80,6 +81,10 @@ const (
 	HorizontalPodAutoscaling = "horizontalpodautoscaling"
 	// LoadBalancer gives LoadBalancer services an IP from LoadBalancerPool.
 	LoadBalancer = "loadbalancer"
+	// RootCACertPublisher puts the cluster CA in every namespace's
+	// kube-root-ca.crt ConfigMap (the CA the manager trusts the API
+	// server with).
+	RootCACertPublisher = "root-ca-cert-publisher"
 	// CSRApproving approves nodes' certificate signing requests.
 	CSRApproving = "csrapproving"
 	// CSRSigning signs approved requests with the cluster CA (needs
@@ -88,7 +93,7 @@ const (
 )
 
 // All is every controller the manager runs by default.
-var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling, LoadBalancer, CSRApproving, CSRSigning}
+var All = []string{ReplicaSet, Deployment, GarbageCollector, Namespace, Endpoints, EndpointSlice, ServiceAccount, Disruption, NodeIPAM, NodeLifecycle, DaemonSet, StatefulSet, Job, CronJob, HorizontalPodAutoscaling, LoadBalancer, RootCACertPublisher, CSRApproving, CSRSigning}
 
 // Config configures the manager.
 type Config struct {
@@ -343,6 +348,18 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			c, err = endpointslice.New(endpointslice.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
 		case ServiceAccount:
 			c, err = serviceaccount.New(serviceaccount.Config{Client: m.client, Factory: factory, Logger: log(name), Workers: m.cfg.Workers})
+		case RootCACertPublisher:
+			ca := m.rest.CAData
+			if len(ca) == 0 && m.rest.CAFile != "" {
+				if ca, err = os.ReadFile(m.rest.CAFile); err != nil {
+					return fmt.Errorf("controller manager: %s: %w", name, err)
+				}
+			}
+			if len(ca) == 0 {
+				m.log.Info("root-ca-cert-publisher off: the API server's CA is not configured")
+				continue
+			}
+			c, err = rootcacert.New(rootcacert.Config{Client: m.client, Factory: factory, RootCA: ca, Logger: log(name), Workers: m.cfg.Workers})
 		case Disruption:
 			c, err = disruption.New(disruption.Config{Client: m.client, Factory: factory, Recorder: recorder(name), Logger: log(name), Workers: m.cfg.Workers})
 		case NodeIPAM:
