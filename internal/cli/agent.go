@@ -87,7 +87,7 @@ func (f *agentFlags) register(fs interface {
 	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", cri.DefaultImageGCHighThreshold, "with --runtime=cri: percent of the image file system's disk usage above which unused images are removed (100 disables)")
 	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", cri.DefaultImageGCLowThreshold, "with --runtime=cri: percent of disk usage image garbage collection frees down to")
 	fs.StringVar(&f.nodeIP, "node-ip", "", "with --runtime=cri: the node's InternalIP (other nodes route its pods through it); empty means the first non-loopback IPv4 address")
-	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeNone, "with --runtime=cri: how pods reach pods on other nodes: host-gw (routes every other node's pod CIDR via its InternalIP, an unreachable route for --cluster-cidr and --service-cidr, masquerades pod egress leaving the cluster CIDR; in the agent's network namespace) or none")
+	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeNone, "with --runtime=cri: how pods reach pods on other nodes: host-gw (routes every other node's pod CIDR via its InternalIP; the nodes share an L2 network), vxlan (through the VXLAN device skiff.vxlan, UDP 4789 to the nodes' InternalIPs; nodes on different networks) or none; both add an unreachable route for --cluster-cidr and --service-cidr and masquerade pod egress leaving the cluster CIDR, in the agent's network namespace")
 	fs.StringVar(&f.clusterCIDR, "cluster-cidr", nodeipam.DefaultClusterCIDR, "with --pod-network: the cluster's pod range (the server's --cluster-cidr)")
 	fs.StringVar(&f.serviceCIDR, "service-cidr", server.DefaultServiceCIDR, "with --pod-network: the cluster's service range (the server's --service-cidr)")
 }
@@ -298,11 +298,12 @@ func runPodNetwork(ctx context.Context, f *agentFlags, client kubernetes.Interfa
 	switch f.podNetwork {
 	case podnet.ModeNone:
 		return nil
-	case podnet.ModeHostGW:
+	case podnet.ModeHostGW, podnet.ModeVXLAN:
 	default:
-		return usageError{fmt.Errorf("--pod-network %q: use host-gw or none", f.podNetwork)}
+		return usageError{fmt.Errorf("--pod-network %q: use host-gw, vxlan or none", f.podNetwork)}
 	}
-	pn, err := podnet.New(podnet.Config{Client: client, NodeName: name, ClusterCIDR: f.clusterCIDR, ServiceCIDR: f.serviceCIDR, Logger: log})
+	pn, err := podnet.New(podnet.Config{Client: client, NodeName: name, Mode: f.podNetwork, ClusterCIDR: f.clusterCIDR,
+		ServiceCIDR: f.serviceCIDR, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}

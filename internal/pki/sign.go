@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -46,4 +47,10 @@ func (c *CA) SignRequest(req *x509.CertificateRequest, usage x509.KeyUsage, extU
 		return nil, fmt.Errorf("sign request for %q: %w", req.Subject.CommonName, err)
 	}
 	return encodeCert(der), nil
+}
+
+// WriteFile writes data to path atomically (a temporary file in the same
+// directory, fsynced and renamed over path), creating the directory.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(path, data, perm)
 }

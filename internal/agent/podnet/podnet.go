@@ -1,6 +1,7 @@
-// Package podnet connects the pod networks of a cluster's nodes (host-gw):
-// every agent watches the Nodes and, in its own network namespace, routes
-// each other node's spec.podCIDR via that node's InternalIP, keeps an
+// Package podnet connects the pod networks of a cluster's nodes: every
+// agent watches the Nodes and, in its own network namespace, routes each
+// other node's spec.podCIDR via that node's InternalIP (host-gw) or through
+// a VXLAN device to it (vxlan, for nodes on different L2 networks), keeps an
 // unreachable route for the whole cluster and service CIDRs (so a pod CIDR
 // without a route never follows a default route off the machine) and
 // masquerades pod traffic that leaves the cluster CIDR (nftables table
@@ -36,6 +37,10 @@ const (
 	// ModeHostGW routes pod CIDRs via the nodes' InternalIPs; the nodes
 	// must share an L2 network.
 	ModeHostGW = "host-gw"
+	// ModeVXLAN routes pod CIDRs through the VXLAN device VXLANDevice,
+	// whose packets go to the nodes' InternalIPs over UDP; the nodes need
+	// only IP connectivity.
+	ModeVXLAN = "vxlan"
 	// ModeNone installs nothing.
 	ModeNone = "none"
 )
@@ -47,6 +52,8 @@ type Config struct {
 	// NodeName is this node (required): its own pod CIDR is on its bridge
 	// and gets no route.
 	NodeName string
+	// Mode is ModeHostGW (default) or ModeVXLAN.
+	Mode string
 	// ClusterCIDR is the range every pod CIDR is cut from (required).
 	ClusterCIDR string
 	// ServiceCIDR, when set, also gets an unreachable route.
@@ -57,6 +64,9 @@ type Config struct {
 	// Masquerade programs the egress masquerade; nil means nftables in
 	// this process's network namespace.
 	Masquerade Masquerader
+	// Overlay programs the VXLAN device and its peers (ModeVXLAN); nil
+	// means iproute2 in this process's network namespace.
+	Overlay Overlay
 	// ResyncInterval re-applies the routes even without a Node change (so
 	// a route removed by hand comes back); 0 means 30s.
 	ResyncInterval time.Duration
@@ -70,13 +80,60 @@ type Route struct {
 	Dst netip.Prefix
 	// Via is the gateway; the zero Addr means an unreachable route.
 	Via netip.Addr
+	// Dev, when set, is the device the gateway is on (onlink: the VXLAN
+	// device); empty means the kernel finds it.
+	Dev string
 }
 
 func (r Route) String() string {
 	if !r.Via.IsValid() {
 		return "unreachable " + r.Dst.String()
 	}
+	if r.Dev != "" {
+		return r.Dst.String() + " via " + r.Via.String() + " dev " + r.Dev + " onlink"
+	}
 	return r.Dst.String() + " via " + r.Via.String()
+}
+
+// Peer is another node's VXLAN endpoint.
+type Peer struct {
+	// VTEP is the address of its VXLAN device (the first address of its
+	// pod CIDR), the gateway of the route to its pods.
+	VTEP netip.Addr
+	// MAC is its VXLAN device's MAC address (VTEPMAC of Remote).
+	MAC string
+	// Remote is its InternalIP, where the UDP packets go.
+	Remote netip.Addr
+}
+
+// Overlay programs the VXLAN device of this node and its peers.
+type Overlay interface {
+	// Ensure makes the device (VNI VXLANID, UDP port VXLANPort, the MAC
+	// VTEPMAC(local)) with address vtep/32 and sets it up.
+	Ensure(ctx context.Context, local, vtep netip.Addr) error
+	// SetPeers makes the device's neighbour and forwarding entries
+	// exactly peers.
+	SetPeers(ctx context.Context, peers []Peer) error
+	// Cleanup deletes the device.
+	Cleanup(ctx context.Context) error
+}
+
+// VXLAN device parameters.
+const (
+	VXLANDevice = "skiff.vxlan"
+	VXLANID     = 1
+	VXLANPort   = 4789
+	// vxlanOverhead is what VXLAN adds to a packet (outer IPv4, UDP,
+	// VXLAN and Ethernet headers).
+	vxlanOverhead = 50
+)
+
+// VTEPMAC is the VXLAN device MAC of the node with InternalIP ip: a
+// locally administered unicast address that holds the IP, so that peers
+// need no annotation to learn it.
+func VTEPMAC(ip netip.Addr) string {
+	b := ip.As4()
+	return fmt.Sprintf("0e:6b:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 }
 
 // RouteTable lists, replaces and deletes the routes tagged RouteProtocol.
@@ -127,6 +184,16 @@ func New(cfg Config) (*PodNet, error) {
 	}
 	if p.cfg.Masquerade == nil {
 		p.cfg.Masquerade = NFTables{}
+	}
+	switch p.cfg.Mode {
+	case "":
+		p.cfg.Mode = ModeHostGW
+	case ModeHostGW, ModeVXLAN:
+	default:
+		return nil, fmt.Errorf("podnet: mode %q: use %s or %s", p.cfg.Mode, ModeHostGW, ModeVXLAN)
+	}
+	if p.cfg.Overlay == nil {
+		p.cfg.Overlay = IPVXLAN{}
 	}
 	if p.cfg.ResyncInterval <= 0 {
 		p.cfg.ResyncInterval = 30 * time.Second
@@ -185,12 +252,23 @@ func (p *PodNet) Run(ctx context.Context) error {
 
 // Sync programs the routes and the masquerade for nodes.
 func (p *PodNet) Sync(ctx context.Context, nodes []*corev1.Node) error {
-	want, own := DesiredRoutes(p.cfg.NodeName, nodes, p.cluster, p.service)
+	plan := Desired(p.cfg.Mode, p.cfg.NodeName, nodes, p.cluster, p.service)
+	want, own := plan.Routes, plan.Own
+	var errs []error
+	if p.cfg.Mode == ModeVXLAN {
+		if !own.IsValid() || !plan.Self.IsValid() {
+			// no device yet: only the unreachable routes
+			want = slices.DeleteFunc(slices.Clone(want), func(r Route) bool { return r.Dev != "" })
+		} else if err := p.cfg.Overlay.Ensure(ctx, plan.Self, own.Addr()); err != nil {
+			return err
+		} else if err := p.cfg.Overlay.SetPeers(ctx, plan.Peers); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	have, err := p.cfg.Routes.List(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
 	for _, r := range have {
 		if !slices.Contains(want, r) && !containsDst(want, r.Dst) {
 			if err := p.cfg.Routes.Delete(ctx, r); err != nil {
@@ -235,6 +313,9 @@ func (p *PodNet) Cleanup(ctx context.Context) error {
 		errs = append(errs, p.cfg.Routes.Delete(ctx, r))
 	}
 	errs = append(errs, p.cfg.Masquerade.Cleanup())
+	if p.cfg.Mode == ModeVXLAN {
+		errs = append(errs, p.cfg.Overlay.Cleanup(ctx))
+	}
 	return errors.Join(errs...)
 }
 
@@ -249,32 +330,53 @@ func containsDst(rs []Route, dst netip.Prefix) bool {
 	return false
 }
 
-// DesiredRoutes returns the routes node self needs: an unreachable route
-// for the cluster CIDR and the service CIDR (if valid), and a route via
-// its InternalIP to the pod CIDR of every other node that has both. It
-// also returns self's own pod CIDR (invalid if unknown). Pod CIDRs outside
-// the cluster CIDR and gateways that are not IPv4 are skipped.
-func DesiredRoutes(self string, nodes []*corev1.Node, cluster, service netip.Prefix) ([]Route, netip.Prefix) {
+// Plan is what one node needs.
+type Plan struct {
+	// Routes are the routes podnet owns.
+	Routes []Route
+	// Own is the node's pod CIDR (invalid if unknown) and Self its
+	// InternalIP (invalid if unknown).
+	Own  netip.Prefix
+	Self netip.Addr
+	// Peers are the other nodes' VXLAN endpoints (ModeVXLAN).
+	Peers []Peer
+}
+
+// Desired returns what node self needs in mode: an unreachable route for
+// the cluster CIDR and the service CIDR (if valid), and a route to the pod
+// CIDR of every other node that has one and an InternalIP: via that IP
+// (host-gw), or via the first address of its pod CIDR on the VXLAN device
+// (vxlan, with a peer for it). Pod CIDRs outside the cluster CIDR and
+// InternalIPs that are not IPv4 are skipped.
+func Desired(mode, self string, nodes []*corev1.Node, cluster, service netip.Prefix) Plan {
 	out := []Route{{Dst: cluster}}
 	if service.IsValid() {
 		out = append(out, Route{Dst: service})
 	}
-	var own netip.Prefix
+	var plan Plan
 	for _, n := range nodes {
 		cidr, err := netip.ParsePrefix(n.Spec.PodCIDR)
 		if err != nil || !cidr.Addr().Is4() || !cluster.Contains(cidr.Addr()) || cidr.Bits() < cluster.Bits() {
-			continue
+			cidr = netip.Prefix{}
 		}
 		cidr = cidr.Masked()
+		ip := internalIP(n)
+		if ip.IsValid() && cluster.Contains(ip) {
+			ip = netip.Addr{}
+		}
 		if n.Name == self {
-			own = cidr
+			plan.Own, plan.Self = cidr, ip
 			continue
 		}
-		via := internalIP(n)
-		if !via.IsValid() || cluster.Contains(via) {
+		if !cidr.IsValid() || !ip.IsValid() {
 			continue
 		}
-		out = append(out, Route{Dst: cidr, Via: via})
+		if mode == ModeVXLAN {
+			out = append(out, Route{Dst: cidr, Via: cidr.Addr(), Dev: VXLANDevice})
+			plan.Peers = append(plan.Peers, Peer{VTEP: cidr.Addr(), MAC: VTEPMAC(ip), Remote: ip})
+			continue
+		}
+		out = append(out, Route{Dst: cidr, Via: ip})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if c := out[i].Dst.Addr().Compare(out[j].Dst.Addr()); c != 0 {
@@ -294,7 +396,20 @@ func DesiredRoutes(self string, nodes []*corev1.Node, cluster, service netip.Pre
 		}
 		dedup = append(dedup, r)
 	}
-	return dedup, own
+	plan.Routes = dedup
+	// two nodes claiming one CIDR: the peer with the lower InternalIP
+	best := map[netip.Addr]Peer{}
+	for _, pe := range plan.Peers {
+		if o, ok := best[pe.VTEP]; !ok || pe.Remote.Less(o.Remote) {
+			best[pe.VTEP] = pe
+		}
+	}
+	plan.Peers = plan.Peers[:0]
+	for _, pe := range best {
+		plan.Peers = append(plan.Peers, pe)
+	}
+	sort.Slice(plan.Peers, func(i, j int) bool { return plan.Peers[i].VTEP.Less(plan.Peers[j].VTEP) })
+	return plan
 }
 
 // internalIP is the node's first IPv4 InternalIP.

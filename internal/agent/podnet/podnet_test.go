@@ -52,7 +52,8 @@ func TestDesiredRoutes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, own := DesiredRoutes("a", tt.nodes, cluster, tt.service)
+			plan := Desired(ModeHostGW, "a", tt.nodes, cluster, tt.service)
+			got, own := plan.Routes, plan.Own
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("routes:\n got %v\nwant %v", got, tt.want)
 			}
@@ -60,6 +61,27 @@ func TestDesiredRoutes(t *testing.T) {
 				t.Errorf("own CIDR %v, want %q", own, tt.own)
 			}
 		})
+	}
+}
+
+func TestDesiredVXLAN(t *testing.T) {
+	cluster := netip.MustParsePrefix("10.244.0.0/16")
+	nodes := []*corev1.Node{node("a", "10.244.0.0/24", "192.0.2.10"), node("b", "10.244.1.0/24", "198.51.100.7"),
+		node("c", "10.244.2.0/24", "203.0.113.9"), node("d", "10.244.2.0/24", "203.0.113.8"), node("e", "10.244.3.0/24", "")}
+	plan := Desired(ModeVXLAN, "a", nodes, cluster, netip.Prefix{})
+	wantRoutes := []Route{{Dst: cluster},
+		{Dst: netip.MustParsePrefix("10.244.1.0/24"), Via: netip.MustParseAddr("10.244.1.0"), Dev: VXLANDevice},
+		{Dst: netip.MustParsePrefix("10.244.2.0/24"), Via: netip.MustParseAddr("10.244.2.0"), Dev: VXLANDevice}}
+	if !slices.Equal(plan.Routes, wantRoutes) {
+		t.Errorf("routes:\n got %v\nwant %v", plan.Routes, wantRoutes)
+	}
+	wantPeers := []Peer{{VTEP: netip.MustParseAddr("10.244.1.0"), MAC: "0e:6b:c6:33:64:07", Remote: netip.MustParseAddr("198.51.100.7")},
+		{VTEP: netip.MustParseAddr("10.244.2.0"), MAC: "0e:6b:cb:00:71:08", Remote: netip.MustParseAddr("203.0.113.8")}}
+	if !slices.Equal(plan.Peers, wantPeers) {
+		t.Errorf("peers:\n got %v\nwant %v", plan.Peers, wantPeers)
+	}
+	if plan.Own != netip.MustParsePrefix("10.244.0.0/24") || plan.Self != netip.MustParseAddr("192.0.2.10") {
+		t.Errorf("own %v self %v", plan.Own, plan.Self)
 	}
 }
 

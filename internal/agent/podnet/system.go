@@ -3,6 +3,7 @@ package podnet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -33,6 +34,7 @@ func parseRoutes(out []byte) ([]Route, error) {
 		Type    string `json:"type"`
 		Dst     string `json:"dst"`
 		Gateway string `json:"gateway"`
+		Dev     string `json:"dev"`
 	}
 	if s := strings.TrimSpace(string(out)); s != "" {
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
@@ -51,6 +53,9 @@ func parseRoutes(out []byte) ([]Route, error) {
 			dst = netip.PrefixFrom(a, a.BitLen())
 		}
 		route := Route{Dst: dst}
+		if r.Dev == VXLANDevice {
+			route.Dev = r.Dev
+		}
 		if r.Type != "unreachable" {
 			if route.Via, err = netip.ParseAddr(r.Gateway); err != nil {
 				return nil, fmt.Errorf("ip route show: gateway of %s %q: %w", r.Dst, r.Gateway, err)
@@ -79,6 +84,9 @@ func routeArgs(verb string, r Route) []string {
 		args = append(args, "unreachable", r.Dst.String())
 	} else {
 		args = append(args, r.Dst.String(), "via", r.Via.String())
+		if r.Dev != "" {
+			args = append(args, "dev", r.Dev, "onlink")
+		}
 	}
 	return append(args, "proto", strconv.Itoa(RouteProtocol))
 }
@@ -166,4 +174,157 @@ func (NFTables) Cleanup() error {
 		return fmt.Errorf("nftables: delete %s: %w", TableName, err)
 	}
 	return nil
+}
+
+// IPVXLAN is the Overlay of this process's network namespace, through
+// iproute2's ip and bridge commands.
+type IPVXLAN struct{}
+
+var _ Overlay = IPVXLAN{}
+
+// Ensure makes VXLANDevice on local (recreating it if its VNI, port,
+// local address or MAC differ), gives it vtep/32 and sets it up. Its MTU
+// is the underlay device's less the VXLAN overhead.
+func (IPVXLAN) Ensure(ctx context.Context, local, vtep netip.Addr) error {
+	mac := VTEPMAC(local)
+	ok, err := vxlanMatches(ctx, mac, local)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		args := []string{"link", "add", VXLANDevice}
+		if mtu := underlayMTU(ctx, local); mtu > vxlanOverhead {
+			args = append(args, "mtu", strconv.Itoa(mtu-vxlanOverhead))
+		}
+		args = append(args, "address", mac, "type", "vxlan", "id", strconv.Itoa(VXLANID),
+			"local", local.String(), "dstport", strconv.Itoa(VXLANPort), "nolearning")
+		if _, err := ipCmd(ctx, args...); err != nil {
+			return err
+		}
+	}
+	if _, err := ipCmd(ctx, "addr", "replace", vtep.String()+"/32", "dev", VXLANDevice); err != nil {
+		return err
+	}
+	_, err = ipCmd(ctx, "link", "set", VXLANDevice, "up")
+	return err
+}
+
+// vxlanMatches reports whether VXLANDevice exists as Ensure makes it; one
+// that differs is deleted.
+func vxlanMatches(ctx context.Context, mac string, local netip.Addr) (bool, error) {
+	out, err := ipCmd(ctx, "-j", "-d", "link", "show", "dev", VXLANDevice)
+	if err != nil {
+		return false, nil // no such device
+	}
+	var links []struct {
+		Address  string `json:"address"`
+		LinkInfo struct {
+			InfoData struct {
+				ID    int    `json:"id"`
+				Local string `json:"local"`
+				Port  int    `json:"port"`
+			} `json:"info_data"`
+		} `json:"linkinfo"`
+	}
+	if json.Unmarshal(out, &links) == nil && len(links) == 1 {
+		d := links[0].LinkInfo.InfoData
+		if links[0].Address == mac && d.ID == VXLANID && d.Local == local.String() && d.Port == VXLANPort {
+			return true, nil
+		}
+	}
+	if _, err := ipCmd(ctx, "link", "del", VXLANDevice); err != nil {
+		return false, err
+	}
+	return false, nil
+}
+
+// underlayMTU is the MTU of the device that holds ip (0 if unknown).
+func underlayMTU(ctx context.Context, ip netip.Addr) int {
+	out, err := ipCmd(ctx, "-j", "addr", "show", "to", ip.String()+"/32")
+	if err != nil {
+		return 0
+	}
+	var links []struct {
+		MTU int `json:"mtu"`
+	}
+	if json.Unmarshal(out, &links) != nil || len(links) == 0 {
+		return 0
+	}
+	return links[0].MTU
+}
+
+// SetPeers makes the device's permanent neighbour (VTEP → MAC) and
+// forwarding (MAC → Remote) entries exactly peers.
+func (IPVXLAN) SetPeers(ctx context.Context, peers []Peer) error {
+	var errs []error
+	wantNeigh, wantFDB := map[string]string{}, map[string]string{}
+	for _, pe := range peers {
+		wantNeigh[pe.VTEP.String()] = pe.MAC
+		wantFDB[pe.MAC] = pe.Remote.String()
+	}
+	if out, err := ipCmd(ctx, "-j", "neigh", "show", "dev", VXLANDevice); err == nil {
+		var have []struct {
+			Dst    string `json:"dst"`
+			LLAddr string `json:"lladdr"`
+		}
+		if json.Unmarshal(out, &have) == nil {
+			for _, n := range have {
+				if mac, ok := wantNeigh[n.Dst]; ok && mac == n.LLAddr {
+					delete(wantNeigh, n.Dst)
+				} else if !ok {
+					_, err := ipCmd(ctx, "neigh", "del", n.Dst, "dev", VXLANDevice)
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if out, err := bridgeCmd(ctx, "-j", "fdb", "show", "dev", VXLANDevice); err == nil {
+		var have []struct {
+			MAC string `json:"mac"`
+			Dst string `json:"dst"`
+		}
+		if json.Unmarshal(out, &have) == nil {
+			for _, f := range have {
+				if f.Dst == "" {
+					continue // the device's own entries
+				}
+				if dst, ok := wantFDB[f.MAC]; ok && dst == f.Dst {
+					delete(wantFDB, f.MAC)
+				} else if !ok {
+					_, err := bridgeCmd(ctx, "fdb", "del", f.MAC, "dev", VXLANDevice, "dst", f.Dst, "self")
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	for mac, dst := range wantFDB {
+		_, err := bridgeCmd(ctx, "fdb", "replace", mac, "dev", VXLANDevice, "dst", dst, "self", "permanent")
+		errs = append(errs, err)
+	}
+	for vtep, mac := range wantNeigh {
+		_, err := ipCmd(ctx, "neigh", "replace", vtep, "lladdr", mac, "dev", VXLANDevice, "nud", "permanent")
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup deletes the device (with its neighbours, entries and routes).
+func (IPVXLAN) Cleanup(ctx context.Context) error {
+	if _, err := ipCmd(ctx, "link", "show", "dev", VXLANDevice); err != nil {
+		return nil // none
+	}
+	_, err := ipCmd(ctx, "link", "del", VXLANDevice)
+	return err
+}
+
+func bridgeCmd(ctx context.Context, args ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "bridge", args...).Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = strings.TrimSpace(string(ee.Stderr))
+		}
+		return nil, fmt.Errorf("bridge %s: %w: %s", strings.Join(args, " "), err, stderr)
+	}
+	return out, nil
 }

@@ -1,14 +1,21 @@
 package podnet
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/skiff-sh/skiff/internal/proxy/netns"
 )
@@ -83,5 +90,87 @@ func TestSystemInNetns(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTwoNodesInNetns runs podnet in two network namespaces joined by a
+// veth pair (the underlay) and checks that each node's pod range is
+// reached from the other, in both modes. A /32 on each node's loopback
+// stands for its pod bridge's gateway.
+func TestTwoNodesInNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	for _, bin := range []string{"ip", "bridge"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s", bin)
+		}
+	}
+	for _, mode := range []string{ModeHostGW, ModeVXLAN} {
+		t.Run(mode, func(t *testing.T) {
+			nodes := []*corev1.Node{node("a", "10.244.0.0/24", "172.31.9.1"), node("b", "10.244.1.0/24", "172.31.9.2")}
+			var paths []string
+			for i, n := range nodes {
+				name := fmt.Sprintf("skiff-podnet-%d-%s-%d", os.Getpid(), mode, i)
+				path, err := netns.Create(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = netns.Delete(name) })
+				paths = append(paths, path)
+				if err := netns.IP("-n", name, "addr", "add", strings.TrimSuffix(n.Spec.PodCIDR, "0/24")+"1/32", "dev", "lo"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, b := filepath.Base(paths[0]), filepath.Base(paths[1])
+			for _, args := range [][]string{{"-n", a, "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", b},
+				{"-n", a, "addr", "add", "172.31.9.1/24", "dev", "u0"}, {"-n", b, "addr", "add", "172.31.9.2/24", "dev", "u0"},
+				{"-n", a, "link", "set", "u0", "up"}, {"-n", b, "link", "set", "u0", "up"}} {
+				if err := netns.IP(args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, path := range paths {
+				p, err := New(Config{Client: fake.NewClientset(), NodeName: nodes[i].Name, Mode: mode, ClusterCIDR: "10.244.0.0/16",
+					ServiceCIDR: "10.43.0.0/16"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range 2 { // a second sync changes nothing
+					if err := netns.Do(path, func() error { return p.Sync(context.Background(), nodes) }); err != nil {
+						t.Fatalf("sync on %s: %v", nodes[i].Name, err)
+					}
+				}
+			}
+			ln, err := netns.Listen(paths[1], "tcp", "10.244.1.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_, _ = c.Write([]byte("pong\n"))
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := netns.Dialer(paths[0], &net.Dialer{})(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatalf("node a to %s: %v", ln.Addr(), err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "pong\n" {
+				t.Fatalf("read %q, %v", got, err)
+			}
+			// an address of the cluster CIDR without a node fails at once
+			_, err = netns.Dialer(paths[0], &net.Dialer{})(ctx, "tcp", "10.244.7.1:80")
+			if err == nil || !strings.Contains(err.Error(), "no route to host") {
+				t.Errorf("dial into a pod CIDR without a node: %v, want no route", err)
+			}
+		})
 	}
 }
