@@ -48,6 +48,7 @@ Debian's containerd, runc and containernetworking-plugins.
 	fs.StringVar(&cfg.Subnet, "subnet", lab.DefaultSubnet, "the lab network (IPv4, /24 or larger); node I gets host 10+I")
 	fs.StringVar(&cfg.ClusterCIDR, "cluster-cidr", lab.DefaultClusterCIDR, "the pods' range")
 	fs.StringVar(&cfg.ServiceCIDR, "service-cidr", lab.DefaultServiceCIDR, "the services' range")
+	fs.StringVar(&cfg.PodNetwork, "pod-network", "host-gw", "the agents' --pod-network: host-gw or vxlan")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "loopback address of the API forwarder (port 0: a free one)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "the components' log level")
 	fs.DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the nodes")

@@ -156,7 +156,7 @@ func (l *Lab) startAgent(i int) error {
 	}
 	args := append([]string{"agent", "--runtime=cri", "--kubeconfig", l.adminKubeconfig(),
 		"--node-name", n.Name, "--node-ip", n.IP, "--data-dir", n.DataDir,
-		"--pod-network", "host-gw", "--cluster-cidr", st.ClusterCIDR, "--service-cidr", st.ServiceCIDR,
+		"--pod-network", st.PodNetwork, "--cluster-cidr", st.ClusterCIDR, "--service-cidr", st.ServiceCIDR,
 		"--log-level", l.cfg.LogLevel}, l.cfg.AgentArgs...)
 	l.log.Info("starting skiff agent", "node", n.Name, "netns", n.Netns, "ip", n.IP)
 	p, err := l.start(n.Netns, l.AgentLog(i), args...)

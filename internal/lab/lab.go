@@ -62,6 +62,8 @@ type Config struct {
 	// ClusterCIDR and ServiceCIDR are the cluster's pod and service
 	// ranges (defaults DefaultClusterCIDR, DefaultServiceCIDR).
 	ClusterCIDR, ServiceCIDR string
+	// PodNetwork is the agents' --pod-network: host-gw (default) or vxlan.
+	PodNetwork string
 	// Listen is the host address of the API forwarder (default
 	// 127.0.0.1:0, a free port); it must be a loopback address.
 	Listen string
@@ -85,6 +87,7 @@ type State struct {
 	Subnet      string  `json:"subnet"`
 	ClusterCIDR string  `json:"clusterCIDR"`
 	ServiceCIDR string  `json:"serviceCIDR"`
+	PodNetwork  string  `json:"podNetwork"`
 	Hub         string  `json:"hubNetns"`
 	Nodes       []Node  `json:"nodes"`
 	Server      Process `json:"server"`
@@ -166,6 +169,13 @@ func New(cfg Config) (*Lab, error) {
 	if cfg.ServiceCIDR == "" {
 		cfg.ServiceCIDR = DefaultServiceCIDR
 	}
+	switch cfg.PodNetwork {
+	case "":
+		cfg.PodNetwork = "host-gw"
+	case "host-gw", "vxlan":
+	default:
+		return nil, fmt.Errorf("lab: pod network %q: use host-gw or vxlan", cfg.PodNetwork)
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -197,7 +207,7 @@ func New(cfg Config) (*Lab, error) {
 	}
 	l := &Lab{cfg: cfg, log: cfg.Logger.With("lab", cfg.Name)}
 	st := State{Name: cfg.Name, Dir: dir, Subnet: subnet.String(), ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
-		Hub: netnsName(cfg.Name, "hub"), Kubeconfig: filepath.Join(dir, "kubeconfig"), Binary: cfg.Binary, Detached: cfg.Detach}
+		PodNetwork: cfg.PodNetwork, Hub: netnsName(cfg.Name, "hub"), Kubeconfig: filepath.Join(dir, "kubeconfig"), Binary: cfg.Binary, Detached: cfg.Detach}
 	ip := subnet.Addr()
 	for range firstHost {
 		ip = ip.Next()

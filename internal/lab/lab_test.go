@@ -31,6 +31,7 @@ func TestNewChecksConfig(t *testing.T) {
 		{"cluster overlaps the lab", func(c *Config) { c.ClusterCIDR = "172.31.0.0/16" }},
 		{"listen off loopback", func(c *Config) { c.Listen = "0.0.0.0:6443" }},
 		{"too many nodes", func(c *Config) { c.Nodes = 201 }},
+		{"unknown pod network", func(c *Config) { c.PodNetwork = "flannel" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,10 +17,22 @@ import (
 // stock kubectl that a pod on one node serves HTTP to a pod on another,
 // and that the host has no route into the lab.
 func TestLabPodNetwork(t *testing.T) {
+	labPodNetwork(t, framework.LabOptions{Nodes: 3, PodNetwork: "host-gw"})
+}
+
+// TestLabPodNetworkVXLAN is TestLabPodNetwork on two nodes whose pods'
+// traffic between nodes goes through VXLAN.
+func TestLabPodNetworkVXLAN(t *testing.T) {
+	labPodNetwork(t, framework.LabOptions{Nodes: 2, PodNetwork: "vxlan"})
+}
+
+func labPodNetwork(t *testing.T, opts framework.LabOptions) {
 	k := framework.LatestKubectl(t)
 	hostRoutes := hostRouteSet(t)
-	lab := env.StartLab(t, 3)
+	start := time.Now()
+	lab := env.StartLabWith(t, opts)
 	st := lab.State()
+	t.Logf("%d nodes Ready after %s", len(st.Nodes), time.Since(start).Round(time.Millisecond))
 
 	out := lab.MustKubectl(t, k, "get", "nodes", "-o", "wide")
 	t.Logf("kubectl get nodes -o wide:\n%s", out)
@@ -30,10 +42,13 @@ func TestLabPodNetwork(t *testing.T) {
 		}
 	}
 
+	start = time.Now()
 	lab.BuildImages(t)
+	t.Logf("images built and imported in %s", time.Since(start).Round(time.Millisecond))
 	const ns = "labnet"
 	lab.MustKubectl(t, k, "create", "namespace", ns)
-	serverNode, clientNode := st.Nodes[1], st.Nodes[2]
+	// the last two nodes: with three, neither runs the API server
+	serverNode, clientNode := st.Nodes[len(st.Nodes)-2], st.Nodes[len(st.Nodes)-1]
 	apply := func(manifest string) {
 		t.Helper()
 		if r := lab.KubectlWith(k, framework.Cmd{Stdin: manifest}, "apply", "-n", ns, "-f", "-"); r.ExitCode != 0 {
@@ -58,6 +73,19 @@ spec:
 	ip, err := netip.ParseAddr(podIP)
 	if err != nil || !netip.MustParsePrefix(st.ClusterCIDR).Contains(ip) {
 		t.Fatalf("pod web's IP %q is not in the cluster CIDR %s", podIP, st.ClusterCIDR)
+	}
+
+	// the client's node routes the pod's IP as the mode says
+	route, err := exec.Command("ip", "-n", clientNode.Netns, "route", "get", podIP).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route get %s in %s: %v: %s", podIP, clientNode.Netns, err, route)
+	}
+	wantVia := "via " + serverNode.IP + " dev eth0"
+	if opts.PodNetwork == "vxlan" {
+		wantVia = "dev skiff.vxlan"
+	}
+	if !strings.Contains(string(route), wantVia) {
+		t.Fatalf("%s routes %s as %q, want %q", clientNode.Name, podIP, route, wantVia)
 	}
 
 	// The client, on another node, succeeds only if the request does.

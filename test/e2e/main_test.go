@@ -39,6 +39,6 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: build skiff:", err)
 		return 1
 	}
-	env = &framework.Env{Binary: bin}
+	env = &framework.Env{Binary: bin, WorkDir: dir}
 	return m.Run()
 }

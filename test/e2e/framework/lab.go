@@ -2,17 +2,20 @@ package framework
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/image"
 	"github.com/skiff-sh/skiff/internal/lab"
 )
 
@@ -46,11 +49,28 @@ type Lab struct {
 	dir  string
 }
 
+// LabOptions configures a lab.
+type LabOptions struct {
+	// Nodes is the number of nodes (default 3).
+	Nodes int
+	// PodNetwork is the agents' --pod-network (default host-gw).
+	PodNetwork string
+}
+
 // StartLab starts a lab of n nodes, waits until they are Ready and tears
 // it down (checking that nothing is left) when the test ends. It skips the
 // test when the machine cannot run one (not root, no containerd).
 func (e *Env) StartLab(t testing.TB, n int) *Lab {
 	t.Helper()
+	return e.StartLabWith(t, LabOptions{Nodes: n})
+}
+
+// StartLabWith is StartLab with options.
+func (e *Env) StartLabWith(t testing.TB, opts LabOptions) *Lab {
+	t.Helper()
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
 	if why := LabMissing(); why != "" {
 		t.Skip(why)
 	}
@@ -60,7 +80,7 @@ func (e *Env) StartLab(t testing.TB, n int) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.New(lab.Config{Name: name, Dir: filepath.Join(root, "lab"), Binary: e.Binary, Nodes: n,
+	l, err := lab.New(lab.Config{Name: name, Dir: filepath.Join(root, "lab"), Binary: e.Binary, Nodes: opts.Nodes, PodNetwork: opts.PodNetwork,
 		Logger: slog.New(slog.NewTextHandler(logf, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -156,19 +176,60 @@ func (l *Lab) MustKubectl(t testing.TB, k Kubectl, args ...string) string {
 	return r.Stdout
 }
 
-// BuildImages runs `skiff images build` into every lab node's containerd
-// (skiff.local/busybox and skiff.local/testserver).
+// BuildImages puts skiff.local/busybox and skiff.local/testserver into
+// every lab node's containerd: `skiff images build --no-import` makes the
+// archives once per run (in Env.WorkDir), and they are imported into each
+// node's containerd as `skiff images build` imports them.
 func (l *Lab) BuildImages(t testing.TB) {
 	t.Helper()
-	var socks []string
-	for _, n := range l.State().Nodes {
-		socks = append(socks, filepath.Join(n.DataDir, "containerd", "containerd.sock"))
+	dir, err := l.env.testImages()
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := run(ctx, l.env.Binary, nil, "", []string{"HOME=" + l.home}, "images", "build", "--data-dir", l.dir,
-		"--containerd-socket", strings.Join(socks, ","), "--log-level", "warn")
-	if r.ExitCode != 0 || r.Err != nil {
-		t.Fatalf("skiff images build: %s", r)
+	nodes := l.State().Nodes
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			im := containerd.Importer{Address: filepath.Join(n.DataDir, "containerd", "containerd.sock")}
+			for _, name := range []string{image.BusyboxName, image.TestserverName} {
+				if err := im.Import(ctx, name, filepath.Join(dir, image.ArchiveFileName(name))); err != nil {
+					errs[i] = fmt.Errorf("import %s into %s: %w", name, n.Name, err)
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testImages builds the test images' archives once per run.
+func (e *Env) testImages() (string, error) {
+	e.images.Do(func() {
+		base := e.WorkDir
+		if base == "" {
+			base = os.TempDir()
+		}
+		dir, err := os.MkdirTemp(base, "images-")
+		if err != nil {
+			e.imagesErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		r := run(ctx, e.Binary, nil, "", nil, "images", "build", "--out", dir, "--no-import", "--log-level", "warn")
+		if r.ExitCode != 0 || r.Err != nil {
+			e.imagesErr = fmt.Errorf("skiff images build: %s", r)
+			return
+		}
+		e.imagesDir = dir
+	})
+	return e.imagesDir, e.imagesErr
 }

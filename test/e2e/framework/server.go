@@ -37,6 +37,13 @@ type ServerOptions struct {
 type Env struct {
 	// Binary is the skiff binary.
 	Binary string
+	// WorkDir holds what the run's tests share (the test images); it
+	// is removed when the run ends.
+	WorkDir string
+
+	images    sync.Once
+	imagesDir string
+	imagesErr error
 }
 
 // Server is a running `skiff server` with its own data dir and port.
