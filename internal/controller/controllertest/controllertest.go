@@ -37,9 +37,26 @@ func ControlPlane(t *testing.T) (*rest.Config, kubernetes.Interface) {
 // directory (its CA is in pki/ under it).
 func ControlPlaneDir(t *testing.T) (*rest.Config, kubernetes.Interface, string) {
 	t.Helper()
+	return controlPlane(t, nil)
+}
+
+// ControlPlaneWith is ControlPlane with the server's configuration
+// changed by edit (e.g. cluster DNS turned on).
+func ControlPlaneWith(t *testing.T, edit func(*server.Config)) (*rest.Config, kubernetes.Interface) {
+	t.Helper()
+	rc, cs, _ := controlPlane(t, edit)
+	return rc, cs
+}
+
+func controlPlane(t *testing.T, edit func(*server.Config)) (*rest.Config, kubernetes.Interface, string) {
+	t.Helper()
 	dir := t.TempDir()
-	srv, err := server.New(server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: Logger(),
-		DisableControllerManager: true, DisableScheduler: true})
+	cfg := server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: Logger(),
+		DisableControllerManager: true, DisableScheduler: true}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
