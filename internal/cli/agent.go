@@ -105,8 +105,14 @@ the node, reporting their status.
 
 Join a cluster with a bootstrap token ('skiff token create' on the server)
 and the cluster CA (the server's DATA_DIR/pki/ca.crt), or with a kubeconfig.
-For now the agent authenticates with the bootstrap token itself; per-node
-credentials come with RBAC.
+With --runtime=cri the token only bootstraps: the agent makes a key
+(DATA_DIR/pki/node.key), asks for a client certificate for
+system:node:<name> through a CertificateSigningRequest (the server approves
+it for bootstrap tokens, or 'kubectl certificate approve' it), writes
+DATA_DIR/node.kubeconfig and from then on uses that, also after restarts
+without --token; it renews the certificate at 80% of its lifetime.
+--runtime=sim keeps using the token (one certificate per simulated node
+would cost a CSR each).
 
 --runtime=sim runs no containers: it hosts --nodes simulated nodes in one
 process (sim-0 … sim-N-1) that report pods as Running with IPs from their pod
@@ -159,6 +165,14 @@ namespace) unless --proxy=false.
 	if err != nil {
 		return err
 	}
+	if f.runtime == "cri" && f.kubeconfig == "" {
+		nodeCfg, stop, err := f.nodeCredentials(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg = nodeCfg
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("API client: %w", err)
@@ -187,13 +201,9 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	if err != nil {
 		return usageError{fmt.Errorf("--cluster-dns: %w", err)}
 	}
-	name := f.nodeName
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("node name: %w", err)
-		}
-		name = strings.ToLower(h)
+	name, err := f.node()
+	if err != nil {
+		return err
 	}
 	dataDir, err := filepath.Abs(f.dataDir)
 	if err != nil {
@@ -351,7 +361,8 @@ func (f *agentFlags) restConfig(log *slog.Logger) (*rest.Config, error) {
 			return nil, fmt.Errorf("read kubeconfig %s: %w", f.kubeconfig, err)
 		}
 		cfg = c
-	case f.server != "" && f.token != "":
+	case f.server != "" && (f.token != "" || f.runtime == "cri"):
+		// a CRI agent that has its node credentials needs no token
 		cfg = &rest.Config{Host: f.server, BearerToken: f.token}
 		switch {
 		case f.caFile != "":

@@ -67,10 +67,19 @@ Debian's containerd, runc and containernetworking-plugins.
 	if err != nil {
 		return usageError{err}
 	}
+	if why := lab.Missing(); why != "" {
+		return fmt.Errorf("%s", why)
+	}
 	if err := l.Up(ctx); err != nil {
 		return err
 	}
 	if err := l.WaitNodesReady(ctx, timeout); err != nil {
+		if ctx.Err() != nil { // interrupted: leave nothing half-made
+			if derr := l.Down(context.Background()); derr != nil {
+				return fmt.Errorf("%w; tearing the lab down: %w", err, derr)
+			}
+			return err
+		}
 		return fmt.Errorf("%w (the lab is still up: skiff lab down --dir %s)", err, cfg.Dir)
 	}
 	st := l.State()

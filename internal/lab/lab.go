@@ -22,11 +22,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/image"
 )
 
 // Defaults of Config.
@@ -319,6 +323,24 @@ func (l *Lab) ServerLog() string { return filepath.Join(l.cfg.Dir, "server.log")
 // AgentLog is node i's agent log.
 func (l *Lab) AgentLog(i int) string {
 	return filepath.Join(l.cfg.Dir, "agent-"+strconv.Itoa(i)+".log")
+}
+
+// Deps are the programs a lab runs besides skiff.
+var Deps = []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip", "bridge", "nsenter",
+	filepath.Join(containerd.DefaultCNIBinDir, "bridge"), filepath.Join(containerd.DefaultCNIBinDir, "host-local"),
+	image.DefaultBusybox}
+
+// Missing returns why this machine cannot run a lab, or "" if it can.
+func Missing() string {
+	if os.Geteuid() != 0 {
+		return "a lab needs root (network namespaces, containerd)"
+	}
+	for _, bin := range Deps {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Sprintf("a lab needs %s (run 'make deps' or hack/install-deps.sh, which install Debian's containerd, runc, containernetworking-plugins, iproute2 and busybox-static)", bin)
+		}
+	}
+	return ""
 }
 
 // WaitTimeout bounds the lab's waits for a component.

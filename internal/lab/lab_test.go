@@ -151,3 +151,35 @@ func TestNetworkAndForwarder(t *testing.T) {
 		t.Errorf("second Down: %v", err)
 	}
 }
+
+// TestUpFailsCleanly starts a lab whose "skiff" exits at once: Up fails
+// and leaves no namespace and no state file.
+func TestUpFailsCleanly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	for _, bin := range []string{"ip", "nsenter"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s", bin)
+		}
+	}
+	l, err := New(Config{Name: fmt.Sprintf("f%d", os.Getpid()), Dir: t.TempDir(), Binary: "/bin/false", Nodes: 2,
+		Subnet: "172.31.251.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := l.State()
+	t.Cleanup(func() { _ = deleteNetwork(context.Background(), st) })
+	err = l.Up(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "skiff server exited") {
+		t.Fatalf("Up: %v, want the server's exit", err)
+	}
+	for _, n := range append([]string{st.Hub}, st.Nodes[0].Netns, st.Nodes[1].Netns) {
+		if _, err := os.Stat(netnsPath(n)); err == nil {
+			t.Errorf("namespace %s left after a failed Up", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(st.Dir, StateFile)); err == nil {
+		t.Error("state file left after a failed Up")
+	}
+}

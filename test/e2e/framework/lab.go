@@ -19,24 +19,6 @@ import (
 	"github.com/skiff-sh/skiff/internal/lab"
 )
 
-// labDeps are the programs a lab needs besides skiff.
-var labDeps = []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip", "nsenter",
-	filepath.Join(containerd.DefaultCNIBinDir, "bridge"), filepath.Join(containerd.DefaultCNIBinDir, "host-local"),
-	"/bin/busybox"}
-
-// LabMissing returns why this machine cannot run a lab ("" if it can).
-func LabMissing() string {
-	if os.Geteuid() != 0 {
-		return "the lab needs root (network namespaces, containerd)"
-	}
-	for _, bin := range labDeps {
-		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Sprintf("the lab needs %s (make deps / hack/install-deps.sh): %v", bin, err)
-		}
-	}
-	return ""
-}
-
 var labSeq atomic.Int32
 
 // Lab is a running multi-node lab (internal/lab): every node in its own
@@ -71,7 +53,7 @@ func (e *Env) StartLabWith(t testing.TB, opts LabOptions) *Lab {
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
-	if why := LabMissing(); why != "" {
+	if why := lab.Missing(); why != "" {
 		t.Skip(why)
 	}
 	root := t.TempDir()
