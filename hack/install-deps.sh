@@ -16,7 +16,7 @@ APT_PACKAGES=(
 	containerd     # the agent's container runtime (CRI plugin) and `ctr` for image import
 	runc           # the OCI runtime containerd starts containers with
 	containernetworking-plugins # CNI bridge, host-local, portmap, loopback (/usr/lib/cni)
-	iproute2       # `ip` for the CRI integration test's cleanup of bridges and routes
+	iproute2       # `ip`, `bridge`: the lab's namespaces and veths, the pod network's routes and VXLAN device, the CRI test's cleanup
 	nftables       # packet filtering rules of the pod network
 	iptables       # the portmap and bridge (ipMasq) CNI plugins call iptables
 )
