@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -54,6 +55,7 @@ type cluster struct {
 	log        *slog.Logger
 
 	once     sync.Once
+	warnOnce sync.Once // a loopback nameserver in the node's resolv.conf
 	stopCh   chan struct{}
 	stopOnce sync.Once
 	services corelisters.ServiceLister
@@ -151,6 +153,14 @@ func (c *cluster) node(ctx context.Context) poddns.Node {
 	host, err := poddns.ParseResolvConf(f)
 	if err != nil {
 		c.log.Warn("the node's resolv.conf", "path", c.resolvConf, "err", err)
+	}
+	for _, s := range host.Servers {
+		if a, err := netip.ParseAddr(s); err == nil && a.IsLoopback() {
+			c.warnOnce.Do(func() {
+				c.log.Warn("the node's resolv.conf names a loopback nameserver, which pods with dnsPolicy Default cannot reach; "+
+					"give --resolv-conf the real one (with systemd-resolved: /run/systemd/resolve/resolv.conf)", "path", c.resolvConf, "nameserver", s)
+			})
+		}
 	}
 	n.Host = &host
 	return n
