@@ -67,6 +67,7 @@ func (pr *prober) sync(p *corev1.Pod, cs []*runtimeapi.ContainerStatus, podIP st
 		ctx, cancel := context.WithCancel(context.Background())
 		ps := &probeState{pod: p.UID, cancel: cancel, hasStartup: spec.StartupProbe != nil, hasReadiness: spec.ReadinessProbe != nil}
 		ps.started = !ps.hasStartup
+		seedProbeState(ps, p, c.Metadata.Name, c.Id) // adopt.go
 		pr.workers[c.Id] = ps
 		for kind, probe := range map[string]*corev1.Probe{"startup": spec.StartupProbe, "liveness": spec.LivenessProbe, "readiness": spec.ReadinessProbe} {
 			if probe != nil {
