@@ -35,7 +35,9 @@ type env struct {
 func commands() []command {
 	return []command{
 		{"server", "run the control plane (API server on etcd) on this machine", runServer},
-		{"up", "start a local cluster for trying skiff out and print how to use it", runUp},
+		{"up", "start a local 3-node cluster with a demo app in the background and print how to use it", runUp},
+		{"down", "stop the cluster skiff up started and remove what it made (--purge: its data too)", runDown},
+		{"status", "show the components, nodes and demo app of the cluster skiff up started", runStatus},
 		{"token", "manage bearer tokens for nodes and automation (token create)", runToken},
 		{"bench", "run a benchmark scenario and print its figures (skiff bench --help lists the scenarios)", runBench},
 		{"scheduler", "run the scheduler alone against an API server (--kubeconfig), leader-elected", runScheduler},
@@ -61,10 +63,14 @@ Commands:
 	fmt.Fprintf(w, `
 Run 'skiff <command> --help' for a command's flags and examples.
 
-Example:
-  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:6443
-  export KUBECONFIG=/var/lib/skiff/admin.kubeconfig
-  kubectl get namespaces
+Example (as root; make up builds skiff and runs this):
+  skiff up                  # a 3-node cluster with a demo app; prints KUBECONFIG= and URL=
+  export KUBECONFIG=/var/lib/skiff/kubeconfig
+  kubectl get pods -o wide
+  curl http://127.0.0.1:8080
+  skiff down                # stop it (--purge: remove its data too)
+
+A control plane alone: skiff server --data-dir DIR; a node: skiff agent.
 `)
 }
 

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"flag"
-	"fmt"
 	"strings"
 	"time"
 
@@ -20,6 +19,10 @@ func kubernetesVersion() string { return server.KubernetesVersion }
 
 // serverFlags are the flags of commands that run a control plane.
 type serverFlags struct {
+	// service-account tokens
+	saIssuer, apiAudiences string
+	saMaxTokenExpiration   time.Duration
+
 	dataDir, listen, logLevel string
 	hosts, etcdEndpoints      string
 	etcdCA, etcdCert, etcdKey string
@@ -72,6 +75,9 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.dnsListen, "cluster-dns-listen", server.DefaultClusterDNSListen, "UDP and TCP address of the cluster DNS server; without a host it listens on the API server's advertise address (--listen's host, or this machine's first IPv4 address for a wildcard), which pods reach through the kube-dns service; a loopback address serves this machine only (empty: no cluster DNS)")
 	fs.StringVar(&f.clusterDNSIP, "cluster-dns", "", "cluster IP of the kube-system/kube-dns service, pods' nameserver (default: the service CIDR's tenth address, 10.43.0.10)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", dns.DefaultDomain, "the cluster's DNS domain")
+	fs.StringVar(&f.saIssuer, "service-account-issuer", "", "iss of service-account tokens (default https://kubernetes.default.svc.<cluster-domain>)")
+	fs.StringVar(&f.apiAudiences, "api-audiences", "", "comma-separated audiences the API server accepts in service-account tokens and gives token requests without any (default: the issuer)")
+	fs.DurationVar(&f.saMaxTokenExpiration, "service-account-max-token-expiration", 0, "longest lifetime a token request gets; longer requests are cut to it (0: no limit)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
@@ -90,6 +96,7 @@ func (f *serverFlags) config(e *env) (server.Config, error) {
 		ClusterDNSServiceIP:              f.clusterDNSIP,
 		NodeMonitorGracePeriod:           f.nodeMonitorGrace,
 		DefaultNotReadyTolerationSeconds: &f.notReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: &f.unreachableTolSeconds,
+		ServiceAccountIssuer: f.saIssuer, APIAudiences: splitList(f.apiAudiences), ServiceAccountMaxTokenExpiration: f.saMaxTokenExpiration,
 		SkiffVersion: Version, Logger: log,
 	}, nil
 }
@@ -126,46 +133,4 @@ kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.`,
 		return err
 	}
 	return srv.Run(ctx)
-}
-
-func runUp(ctx context.Context, e *env, args []string) error {
-	var f serverFlags
-	fs := newFlagSet(e, "up", `
-Start a local skiff cluster in the foreground and print how to use it with
-kubectl. Stop it with Ctrl-C; its state stays in the data dir for the next run.
-(For now the cluster is a control plane; nodes come with the node agent.)`,
-		`  skiff up --data-dir /var/lib/skiff
-  export KUBECONFIG=/var/lib/skiff/admin.kubeconfig; kubectl get ns`)
-	f.register(fs, "/var/lib/skiff")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := f.config(e)
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "Starting skiff control plane in %s ...\n", cfg.DataDir)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Run(ctx) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-srv.Ready():
-	}
-	fmt.Fprintf(e.stdout, `skiff is up.
-
-KUBECONFIG=%s
-URL=https://%s
-
-Point kubectl at it:
-  export KUBECONFIG=%s
-  kubectl get namespaces
-
-Press Ctrl-C to stop.
-`, srv.Kubeconfig, cfg.Listen, srv.Kubeconfig)
-	return <-errc
 }
