@@ -112,7 +112,7 @@ func Obtain(ctx context.Context, cfg Config) (*Credentials, error) {
 	kc, err := clientcmd.LoadFromFile(path)
 	switch {
 	case err == nil:
-		if host, caPEM, cert, lerr := fromKubeconfig(kc); lerr == nil && time.Until(cert.Leaf.NotAfter) > time.Minute {
+		if host, caPEM, cert, lerr := fromKubeconfig(kc); lerr == nil && time.Now().Before(cert.Leaf.NotAfter) {
 			c.host, c.caPEM, c.cert = host, caPEM, cert
 			c.log.Info("using the node's credentials", "kubeconfig", path, "expires", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 			return c, nil
