@@ -228,6 +228,7 @@ func TestCRI(t *testing.T) {
 	t.Run("WaitingReasons", h.waitingReasons)
 	t.Run("PodIPAndHostPort", h.podIPAndHostPort)
 	t.Run("Volumes", h.volumes)
+	t.Run("ServiceAccountToken", h.serviceAccountToken)
 	t.Run("Probes", h.probes)
 	t.Run("LifecycleHooks", h.lifecycleHooks)
 	t.Run("DNSAndHosts", h.dnsAndHosts)
