@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/skiff-sh/skiff/internal/lab"
 	"github.com/skiff-sh/skiff/test/e2e/framework"
 )
 
@@ -203,4 +207,72 @@ func lineWith(out, s string) string {
 		}
 	}
 	return ""
+}
+
+// TestLabDetached runs `skiff lab up` (which returns while its server,
+// agent and forwarder keep running), uses the cluster through the printed
+// kubeconfig and removes it with `skiff lab down --purge` from another
+// process, checking that nothing is left.
+func TestLabDetached(t *testing.T) {
+	if why := lab.Missing(); why != "" {
+		t.Skip(why)
+	}
+	k := framework.LatestKubectl(t)
+	dir := filepath.Join(t.TempDir(), "lab")
+	name := fmt.Sprintf("det%d", os.Getpid()%100000)
+	skiff := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		var out, errb strings.Builder
+		cmd := exec.CommandContext(ctx, env.Binary, args...)
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			return out.String(), fmt.Errorf("skiff %s: %w\n%s", strings.Join(args, " "), err, errb.String())
+		}
+		return out.String(), nil
+	}
+	t.Cleanup(func() { _, _ = skiff("lab", "down", "--dir", dir) }) // after a failure; idempotent
+	out, err := skiff("lab", "up", "--dir", dir, "--name", name, "--nodes", "2", "--log-level", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kubeconfig string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "KUBECONFIG="); ok {
+			kubeconfig = v
+		}
+	}
+	if kubeconfig == "" {
+		t.Fatalf("lab up printed no KUBECONFIG= line:\n%s", out)
+	}
+	l, err := lab.Load(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := l.State()
+	namespaces := l.Namespaces()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := exec.CommandContext(ctx, k.Path, "--kubeconfig", kubeconfig, "get", "nodes", "-o", "name").CombinedOutput()
+	if err != nil || strings.Count(string(r), "node/"+name+"-") != 2 {
+		t.Fatalf("kubectl get nodes through the detached forwarder: %v\n%s", err, r)
+	}
+	if _, err := skiff("lab", "down", "--dir", dir, "--purge"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("lab down --purge left %s", dir)
+	}
+	out2, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out2), "skiff-"+name+"-") {
+		t.Errorf("lab down left namespaces:\n%s", out2)
+	}
+	if pids := lab.ProcessesIn(namespaces); len(pids) > 0 {
+		t.Errorf("lab down left processes in the lab's namespaces: %v", pids)
+	}
+	for _, p := range []lab.Process{st.Server, st.Forwarder, st.Nodes[0].Agent, st.Nodes[1].Agent} {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID)); err == nil && strings.Contains(string(b), dir) {
+			t.Errorf("lab down left process %d: %s", p.PID, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
 }
