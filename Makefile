@@ -14,9 +14,11 @@ E2E_DIR       := test/e2e
 BENCH_FLAGS   ?=
 # Extra flags for `skiff up`, e.g. make up UP_ARGS="--data-dir /tmp/skiff"
 UP_ARGS       ?=
+# Extra flags for `skiff down`, e.g. make down DOWN_ARGS=--purge
+DOWN_ARGS     ?=
 
 .DEFAULT_GOAL := build
-.PHONY: help build test test-unit test-e2e lint bench up deps clean
+.PHONY: help build test test-unit test-e2e lint bench up down deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
@@ -54,8 +56,11 @@ bench: build ## API, startup, scheduler and failover benchmarks (skiff bench --h
 	@$(STAGE) bench-scheduler $(BIN) bench scheduler --nodes 1000 --pods 10000 $(BENCH_FLAGS)
 	@$(STAGE) bench-failover $(BIN) bench failover $(BENCH_FLAGS)
 
-up: deps ## build and start a local cluster (hack/up.sh)
+up: deps ## build skiff and start a local 3-node cluster with a demo app (hack/up.sh)
 	@hack/up.sh $(UP_ARGS)
+
+down: build ## stop the local cluster and remove what it made (DOWN_ARGS=--purge: its data too)
+	@$(BIN) down $(DOWN_ARGS)
 
 deps: ## install missing Debian packages (hack/install-deps.sh)
 	@$(STAGE) deps bash hack/install-deps.sh

@@ -81,6 +81,7 @@ func requirements() []requirement {
 		{cni("portmap"), "containernetworking-plugins", "the pod network's CNI plugins"},
 		{"nft", "nftables", "the service proxy and pod network use nftables"},
 		{"ip", "iproute2", "makes the nodes' network namespaces"},
+		{"bridge", "iproute2", "the vxlan pod network's forwarding entries"},
 		{"nsenter", "util-linux", "starts the nodes' processes in their namespaces"},
 		{image.DefaultBusybox, "busybox-static", "the demo images are built from the static busybox"},
 		{"go", "golang-go", "builds the demo app's test server from skiff's source"},

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -432,6 +433,9 @@ Next:
   skiff status%s   # components, nodes and the demo app
   skiff down%s     # stop it all (--purge also removes %s)
 `, state, r.Nodes, elapsed(took), r.Kubeconfig, r.URL, r.Kubeconfig, indent(r.Pods), r.URL, r.URL, dirFlag(r.DataDir), dirFlag(r.DataDir), r.DataDir)
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		fmt.Fprintf(w, "\nkubectl is not on PATH: install a recent one (v1.27 or later) to use the cluster.\n")
+	}
 }
 
 // dirFlag is the --data-dir flag that names dir, "" for the default.

@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/skiff-sh/skiff/internal/lab"
 )
 
 // fakeHost is a machine with everything skiff up needs, which each test
@@ -63,8 +65,8 @@ func TestCheck(t *testing.T) {
 		// of it is missing
 		{"no containerd", fakeHost(map[string]bool{"containerd": true, "ctr": true, "containerd-shim-runc-v2": true}, 0, false), nil,
 			[]string{"containerd is missing: containerd (every node runs its own containerd), containerd-shim-runc-v2"}, []string{"run make deps"}},
-		{"no runc, CNI or nft", fakeHost(map[string]bool{"runc": true, "bridge": true, "nft": true}, 0, false), nil,
-			[]string{"runc is missing", "containernetworking-plugins is missing: bridge", "nftables is missing: nft"},
+		{"no runc, CNI or nft", fakeHost(map[string]bool{"runc": true, "host-local": true, "nft": true}, 0, false), nil,
+			[]string{"runc is missing", "containernetworking-plugins is missing: host-local", "nftables is missing: nft"},
 			[]string{"apt-get install runc", "apt-get install containernetworking-plugins", "apt-get install nftables"}},
 		{"no busybox", fakeHost(map[string]bool{"busybox": true}, 0, false), nil, []string{"busybox-static is missing"}, []string{"make deps"}},
 		{"port in use", fakeHost(nil, 0, true), nil, []string{"port 8080 on 127.0.0.1 is in use (address already in use)"}, []string{"--port 0"}},
@@ -264,5 +266,22 @@ func TestStatusWithoutCluster(t *testing.T) {
 	err := Status(context.Background(), t.TempDir(), &out)
 	if !errors.Is(err, ErrNotRunning) || !strings.Contains(out.String(), "skiff up --data-dir") {
 		t.Errorf("err %v, output %q", err, out.String())
+	}
+}
+
+// TestRequirementsCoverLab checks that the prerequisite check names every
+// program the lab needs (lab.Deps), each with its Debian package.
+func TestRequirementsCoverLab(t *testing.T) {
+	have := map[string]bool{}
+	for _, r := range requirements() {
+		if r.pkg == "" || r.why == "" {
+			t.Errorf("%s: no package or reason", r.program)
+		}
+		have[r.program] = true
+	}
+	for _, d := range lab.Deps {
+		if !have[d] {
+			t.Errorf("the lab needs %s, which Check does not look for", d)
+		}
 	}
 }
