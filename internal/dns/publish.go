@@ -285,7 +285,8 @@ func expired(l *coordinationv1.Lease, now time.Time) bool {
 }
 
 // removeExpired deletes the slices (and Leases) of servers whose Lease
-// expired, and slices of ours that no Lease holds.
+// expired, and slices of ours that no Lease holds (older than a Lease
+// duration).
 func (p *Publisher) removeExpired(ctx context.Context) error {
 	leases, err := p.cfg.Client.CoordinationV1().Leases(ServiceNamespace).List(ctx, metav1.ListOptions{LabelSelector: LabelPublisher})
 	if err != nil {
@@ -315,7 +316,9 @@ func (p *Publisher) removeExpired(ctx context.Context) error {
 		return err
 	}
 	for _, s := range ours {
-		if !live[s.Name] {
+		// a young slice may belong to a server that made its Lease
+		// after the list above
+		if !live[s.Name] && now.Sub(s.CreationTimestamp.Time) > p.cfg.LeaseDuration {
 			if err := p.deleteSlice(ctx, s.Name); err != nil {
 				return err
 			}
