@@ -77,3 +77,14 @@ func ip(ctx context.Context, args ...string) error {
 	}
 	return nil
 }
+
+// VXLANSupported reports (nil) whether the kernel can make VXLAN devices,
+// trying in a network namespace of its own (the host's is left alone).
+func VXLANSupported(ctx context.Context) error {
+	name := "skiff-vxprobe-" + strconv.Itoa(os.Getpid())
+	if err := ip(ctx, "netns", "add", name); err != nil {
+		return err
+	}
+	defer func() { _ = ip(context.Background(), "netns", "del", name) }()
+	return ip(ctx, "-n", name, "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789", "local", "192.0.2.1", "nolearning")
+}

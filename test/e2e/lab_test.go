@@ -27,6 +27,11 @@ func TestLabPodNetwork(t *testing.T) {
 // TestLabPodNetworkVXLAN is TestLabPodNetwork on two nodes whose pods'
 // traffic between nodes goes through VXLAN.
 func TestLabPodNetworkVXLAN(t *testing.T) {
+	if lab.Missing() == "" {
+		if err := lab.VXLANSupported(context.Background()); err != nil {
+			t.Skipf("the kernel makes no VXLAN device: %v", err)
+		}
+	}
 	labPodNetwork(t, framework.LabOptions{Nodes: 2, PodNetwork: "vxlan"})
 }
 

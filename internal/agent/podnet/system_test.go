@@ -108,6 +108,17 @@ func TestTwoNodesInNetns(t *testing.T) {
 	}
 	for _, mode := range []string{ModeHostGW, ModeVXLAN} {
 		t.Run(mode, func(t *testing.T) {
+			if mode == ModeVXLAN {
+				probe := fmt.Sprintf("skiff-vxprobe-%d", os.Getpid())
+				if _, err := netns.Create(probe); err != nil {
+					t.Fatal(err)
+				}
+				err := netns.IP("-n", probe, "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789", "nolearning")
+				_ = netns.Delete(probe)
+				if err != nil {
+					t.Skipf("the kernel makes no VXLAN device: %v", err)
+				}
+			}
 			nodes := []*corev1.Node{node("a", "10.244.0.0/24", "172.31.9.1"), node("b", "10.244.1.0/24", "172.31.9.2")}
 			var paths []string
 			for i, n := range nodes {
