@@ -78,15 +78,19 @@ type Config struct {
 type Route struct {
 	// Dst is the destination prefix.
 	Dst netip.Prefix
-	// Via is the gateway; the zero Addr means an unreachable route.
+	// Via is the gateway; the zero Addr means an unreachable route, or,
+	// with Dev, a route straight to that device.
 	Via netip.Addr
 	// Dev, when set, is the device the gateway is on (onlink: the VXLAN
-	// device); empty means the kernel finds it.
+	// device), or without Via the device the destination is on.
 	Dev string
 }
 
 func (r Route) String() string {
 	if !r.Via.IsValid() {
+		if r.Dev != "" {
+			return r.Dst.String() + " dev " + r.Dev
+		}
 		return "unreachable " + r.Dst.String()
 	}
 	if r.Dev != "" {
@@ -343,15 +347,16 @@ type Plan struct {
 }
 
 // Desired returns what node self needs in mode: an unreachable route for
-// the cluster CIDR and the service CIDR (if valid), and a route to the pod
-// CIDR of every other node that has one and an InternalIP: via that IP
+// the cluster CIDR, a route to the loopback device for the service CIDR
+// (if valid; see serviceRoute), and a route to the pod CIDR of every other
+// node that has one and an InternalIP: via that IP
 // (host-gw), or via the first address of its pod CIDR on the VXLAN device
 // (vxlan, with a peer for it). Pod CIDRs outside the cluster CIDR and
 // InternalIPs that are not IPv4 are skipped.
 func Desired(mode, self string, nodes []*corev1.Node, cluster, service netip.Prefix) Plan {
 	out := []Route{{Dst: cluster}}
 	if service.IsValid() {
-		out = append(out, Route{Dst: service})
+		out = append(out, serviceRoute(service))
 	}
 	var plan Plan
 	for _, n := range nodes {
@@ -411,6 +416,17 @@ func Desired(mode, self string, nodes []*corev1.Node, cluster, service netip.Pre
 	sort.Slice(plan.Peers, func(i, j int) bool { return plan.Peers[i].VTEP.Less(plan.Peers[j].VTEP) })
 	return plan
 }
+
+// serviceRoute keeps the service CIDR on the node: cluster IPs are only
+// ever DNAT targets of the proxy, so a packet to one that no rule
+// translated must not follow a default route off the machine. An
+// unreachable route would do that but also fail the node's own
+// connections to cluster IPs (hostNetwork pods, ClusterFirstWithHostNet
+// DNS): a local socket's route is looked up before the proxy's output
+// rule translates it. A route to the loopback device lets the lookup
+// succeed; untranslated packets end on the loopback (dropped: not a local
+// address) instead of leaving.
+func serviceRoute(service netip.Prefix) Route { return Route{Dst: service, Dev: "lo"} }
 
 // internalIP is the node's first IPv4 InternalIP.
 func internalIP(n *corev1.Node) netip.Addr {

@@ -21,6 +21,7 @@ func node(name, cidr, ip string) *corev1.Node {
 
 func TestDesiredRoutes(t *testing.T) {
 	cluster, service := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.43.0.0/16")
+	svc := Route{Dst: service, Dev: "lo"}
 	r := func(dst, via string) Route {
 		rt := Route{Dst: netip.MustParsePrefix(dst)}
 		if via != "" {
@@ -36,19 +37,19 @@ func TestDesiredRoutes(t *testing.T) {
 		own     string
 	}{
 		{"alone", []*corev1.Node{node("a", "10.244.0.0/24", "172.31.0.10")}, service,
-			[]Route{r("10.43.0.0/16", ""), r("10.244.0.0/16", "")}, "10.244.0.0/24"},
+			[]Route{svc, r("10.244.0.0/16", "")}, "10.244.0.0/24"},
 		{"no service CIDR", nil, netip.Prefix{}, []Route{r("10.244.0.0/16", "")}, ""},
 		{"three nodes", []*corev1.Node{node("c", "10.244.2.0/24", "172.31.0.12"), node("a", "10.244.0.0/24", "172.31.0.10"),
 			node("b", "10.244.1.0/24", "172.31.0.11")}, service,
-			[]Route{r("10.43.0.0/16", ""), r("10.244.0.0/16", ""), r("10.244.1.0/24", "172.31.0.11"), r("10.244.2.0/24", "172.31.0.12")},
+			[]Route{svc, r("10.244.0.0/16", ""), r("10.244.1.0/24", "172.31.0.11"), r("10.244.2.0/24", "172.31.0.12")},
 			"10.244.0.0/24"},
 		{"skips nodes without CIDR, IP, or outside the cluster", []*corev1.Node{node("a", "", "172.31.0.10"),
 			node("b", "10.244.1.0/24", ""), node("c", "10.99.0.0/24", "172.31.0.12"), node("d", "10.244.3.0/24", "10.244.9.9"),
 			node("e", "10.244.4.0/24", "::1"), node("f", "10.0.0.0/8", "172.31.0.13"), node("g", "10.244.5.7/24", "172.31.0.14")}, service,
-			[]Route{r("10.43.0.0/16", ""), r("10.244.0.0/16", ""), r("10.244.5.0/24", "172.31.0.14")}, ""},
+			[]Route{svc, r("10.244.0.0/16", ""), r("10.244.5.0/24", "172.31.0.14")}, ""},
 		{"two nodes claim one CIDR: the lower gateway", []*corev1.Node{node("b", "10.244.1.0/24", "172.31.0.12"),
 			node("c", "10.244.1.0/24", "172.31.0.11")}, service,
-			[]Route{r("10.43.0.0/16", ""), r("10.244.0.0/16", ""), r("10.244.1.0/24", "172.31.0.11")}, ""},
+			[]Route{svc, r("10.244.0.0/16", ""), r("10.244.1.0/24", "172.31.0.11")}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,13 +88,15 @@ func TestDesiredVXLAN(t *testing.T) {
 
 func TestParseRoutes(t *testing.T) {
 	got, err := parseRoutes([]byte(`[{"type":"unreachable","dst":"10.244.0.0/16","flags":[]},` +
-		`{"dst":"10.244.3.0/24","gateway":"172.31.9.3","dev":"d0","flags":[]},{"dst":"10.1.2.3","gateway":"172.31.9.4"}]` + "\n"))
+		`{"dst":"10.244.3.0/24","gateway":"172.31.9.3","dev":"d0","flags":[]},{"dst":"10.1.2.3","gateway":"172.31.9.4"},` +
+		`{"dst":"10.43.0.0/16","dev":"lo","scope":"link","flags":[]}]` + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Route{{Dst: netip.MustParsePrefix("10.244.0.0/16")},
 		{Dst: netip.MustParsePrefix("10.244.3.0/24"), Via: netip.MustParseAddr("172.31.9.3")},
-		{Dst: netip.MustParsePrefix("10.1.2.3/32"), Via: netip.MustParseAddr("172.31.9.4")}}
+		{Dst: netip.MustParsePrefix("10.1.2.3/32"), Via: netip.MustParseAddr("172.31.9.4")},
+		{Dst: netip.MustParsePrefix("10.43.0.0/16"), Dev: "lo"}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}

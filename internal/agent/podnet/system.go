@@ -56,6 +56,10 @@ func parseRoutes(out []byte) ([]Route, error) {
 		if r.Dev == VXLANDevice {
 			route.Dev = r.Dev
 		}
+		if r.Type == "" && r.Gateway == "" && r.Dev != "" {
+			rs = append(rs, Route{Dst: dst, Dev: r.Dev})
+			continue
+		}
 		if r.Type != "unreachable" {
 			if route.Via, err = netip.ParseAddr(r.Gateway); err != nil {
 				return nil, fmt.Errorf("ip route show: gateway of %s %q: %w", r.Dst, r.Gateway, err)
@@ -80,9 +84,12 @@ func (IPRoute) Delete(ctx context.Context, r Route) error {
 
 func routeArgs(verb string, r Route) []string {
 	args := []string{"-4", "route", verb}
-	if !r.Via.IsValid() {
+	switch {
+	case !r.Via.IsValid() && r.Dev != "":
+		args = append(args, r.Dst.String(), "dev", r.Dev)
+	case !r.Via.IsValid():
 		args = append(args, "unreachable", r.Dst.String())
-	} else {
+	default:
 		args = append(args, r.Dst.String(), "via", r.Via.String())
 		if r.Dev != "" {
 			args = append(args, "dev", r.Dev, "onlink")

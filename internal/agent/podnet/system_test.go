@@ -45,7 +45,8 @@ func TestSystemInNetns(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	want := []Route{{Dst: netip.MustParsePrefix("10.244.0.0/16")}, {Dst: netip.MustParsePrefix("10.244.3.0/24"), Via: netip.MustParseAddr("172.31.9.3")}}
+	want := []Route{{Dst: netip.MustParsePrefix("10.43.0.0/16"), Dev: "lo"}, {Dst: netip.MustParsePrefix("10.244.0.0/16")},
+		{Dst: netip.MustParsePrefix("10.244.3.0/24"), Via: netip.MustParseAddr("172.31.9.3")}}
 	err = netns.Do(path, func() error {
 		tbl := IPRoute{}
 		for _, r := range want {
@@ -60,11 +61,11 @@ func TestSystemInNetns(t *testing.T) {
 		if !slices.Equal(got, want) {
 			return fmt.Errorf("routes %v, want %v", got, want)
 		}
-		if err := tbl.Delete(ctx, want[1]); err != nil {
+		if err := tbl.Delete(ctx, want[2]); err != nil {
 			return err
 		}
-		if got, _ := tbl.List(ctx); !slices.Equal(got, want[:1]) {
-			return fmt.Errorf("after delete: routes %v, want %v", got, want[:1])
+		if got, _ := tbl.List(ctx); !slices.Equal(got, want[:2]) {
+			return fmt.Errorf("after delete: routes %v, want %v", got, want[:2])
 		}
 		m := NFTables{}
 		for range 2 { // applying twice replaces
@@ -177,6 +178,45 @@ func TestTwoNodesInNetns(t *testing.T) {
 			if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "pong\n" {
 				t.Fatalf("read %q, %v", got, err)
 			}
+			// node a's own connection to a cluster IP that the proxy's
+			// output rule translates works (the service route lets the
+			// route lookup pass); an untranslated one never leaves
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			nat := "table ip t {\n chain out {\n type nat hook output priority -100;\n ip daddr 10.43.0.10 tcp dport 80 dnat to 10.244.1.1:" + port + ";\n }\n}\n"
+			if err := netns.Do(paths[0], func() error {
+				cmd := exec.Command("nft", "-f", "-")
+				cmd.Stdin = strings.NewReader(nat)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					return fmt.Errorf("nft: %w: %s", err, out)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_, _ = c.Write([]byte("pong\n"))
+			}()
+			sc, err := netns.Dialer(paths[0], &net.Dialer{})(ctx, "tcp", "10.43.0.10:80")
+			if err != nil {
+				t.Fatalf("node a to a translated cluster IP: %v", err)
+			}
+			_ = sc.SetDeadline(time.Now().Add(10 * time.Second))
+			if got, err := bufio.NewReader(sc).ReadString('\n'); err != nil || got != "pong\n" {
+				t.Fatalf("through the cluster IP: read %q, %v", got, err)
+			}
+			sc.Close()
+			short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancelShort()
+			if c, err := netns.Dialer(paths[0], &net.Dialer{})(short, "tcp", "10.43.0.11:80"); err == nil {
+				c.Close()
+				t.Error("an untranslated cluster IP connected")
+			}
+
 			// an address of the cluster CIDR without a node fails at once
 			_, err = netns.Dialer(paths[0], &net.Dialer{})(ctx, "tcp", "10.244.7.1:80")
 			if err == nil || !strings.Contains(err.Error(), "no route to host") {
