@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/skiff-sh/skiff/internal/up"
 )
@@ -59,6 +62,13 @@ Ctrl-C while it starts tears down what was made.`,
 	if cfg.ModuleDir == "" {
 		cfg.ModuleDir = sourceDir(cfg.Binary)
 	}
+	cfg.Command = commandName(cfg.Binary)
+	// A closed terminal (SIGHUP) is a Ctrl-C: up tears down what it made.
+	// Output into a closed pipe (skiff up | head) must not kill it
+	// half-way: writes fail instead, and the cluster comes up.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
+	signal.Ignore(syscall.SIGPIPE)
 	_, err = up.Up(ctx, cfg)
 	var pe *up.PrereqError
 	if errors.As(err, &pe) {
@@ -79,6 +89,32 @@ func sourceDir(binary string) string {
 		return d
 	}
 	return ""
+}
+
+// commandName is how the user can call the binary: "skiff" when PATH
+// finds it, else its path relative to the working directory (bin/skiff
+// after make up) or its absolute path.
+func commandName(binary string) string {
+	if p, err := exec.LookPath("skiff"); err == nil {
+		if a, b := fileID(p), fileID(binary); a != "" && a == b {
+			return "skiff"
+		}
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, binary); err == nil && !strings.HasPrefix(rel, "..") {
+			return rel
+		}
+	}
+	return binary
+}
+
+// fileID identifies a file by device and inode ("" if it cannot be read).
+func fileID(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprint(st.Dev, ":", st.Ino)
 }
 
 func indentLines(s string) string {

@@ -57,6 +57,9 @@ type Config struct {
 	Port int
 	// Binary is the skiff executable the lab runs.
 	Binary string
+	// Command is how the user calls skiff, for the hints printed (default
+	// "skiff"; e.g. bin/skiff when it is not on PATH).
+	Command string
 	// ModuleDir is skiff's source, which the testserver image is built
 	// from ("" when not found: a prerequisite problem).
 	ModuleDir string
@@ -92,6 +95,9 @@ func (c *Config) defaults() {
 	if c.Out == nil {
 		c.Out = io.Discard
 	}
+	if c.Command == "" {
+		c.Command = "skiff"
+	}
 }
 
 // Result is what Up prints at the end: the lines other tools rely on.
@@ -104,6 +110,8 @@ type Result struct {
 	Pods string
 	// Reused is true when the cluster was running already.
 	Reused bool
+	// Command is how to call skiff in the hints (Config.Command).
+	Command string
 }
 
 // Up starts the cluster (or finds it running), deploys the demo app and
@@ -122,6 +130,9 @@ func Up(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	} else if running {
 		fmt.Fprintf(cfg.Out, "skiff is already running in %s; checking it:\n", dir)
+		if n := len(l.State().Nodes); n != cfg.Nodes {
+			fmt.Fprintf(cfg.Out, "  (it has %s, not %d: %s down%s first to start it with another number)\n", nodes(n), cfg.Nodes, cfg.Command, dirFlag(dir))
+		}
 		res, err := finish(ctx, cfg, pr, l, false)
 		if err != nil {
 			return nil, fmt.Errorf("%w\nThe cluster is still running: skiff status shows its state, skiff down stops it.", err)
@@ -167,7 +178,7 @@ func Up(ctx context.Context, cfg Config) (*Result, error) {
 	// From here on, a failure or Ctrl-C tears down what was made; the
 	// logs stay in the data dir.
 	res, err := func() (*Result, error) {
-		if err := pr.step("control plane (etcd, API server, scheduler, controllers, DNS) and "+strconv.Itoa(cfg.Nodes)+" node agents started", func(func(string)) error {
+		if err := pr.step("control plane (etcd, API server, scheduler, controllers, DNS) and node agents started on "+nodes(cfg.Nodes), func(func(string)) error {
 			return l.Up(ctx)
 		}); err != nil {
 			return nil, withLogs(err, l)
@@ -220,7 +231,7 @@ func loadRunning(ctx context.Context, dir string) (*lab.Lab, bool, error) {
 // them only when the app is not ready.
 func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh bool) (*Result, error) {
 	st := l.State()
-	if err := pr.step(fmt.Sprintf("%d nodes Ready", len(st.Nodes)), func(set func(string)) error {
+	if err := pr.step(nodes(len(st.Nodes))+" Ready", func(set func(string)) error {
 		err := l.WaitNodesReady(ctx, cfg.NodeTimeout)
 		if err == nil {
 			names := make([]string, 0, len(st.Nodes))
@@ -279,7 +290,7 @@ func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh boo
 	if err != nil {
 		return nil, err
 	}
-	return &Result{DataDir: st.Dir, Kubeconfig: st.Kubeconfig, URL: url, Nodes: len(st.Nodes), Pods: pods}, nil
+	return &Result{Command: cfg.Command, DataDir: st.Dir, Kubeconfig: st.Kubeconfig, URL: url, Nodes: len(st.Nodes), Pods: pods}, nil
 }
 
 // buildImages builds skiff.local/busybox and skiff.local/testserver and
@@ -416,7 +427,7 @@ func printResult(w io.Writer, r *Result, took time.Duration) {
 		state = "is running"
 	}
 	fmt.Fprintf(w, `
-skiff %s: %d nodes, demo app ready (%s).
+skiff %s: %s, demo app ready (%s).
 
 KUBECONFIG=%s
 URL=%s
@@ -430,12 +441,21 @@ Next:
   curl %s        # answered by one of the 3 demo replicas (see podName)
   curl %s/page   # the page from ConfigMap demo-page
   kubectl apply -f your-app.yaml
-  skiff status%s   # components, nodes and the demo app
-  skiff down%s     # stop it all (--purge also removes %s)
-`, state, r.Nodes, elapsed(took), r.Kubeconfig, r.URL, r.Kubeconfig, indent(r.Pods), r.URL, r.URL, dirFlag(r.DataDir), dirFlag(r.DataDir), r.DataDir)
+  %s status%s   # components, nodes and the demo app
+  %s down%s     # stop it all (--purge also removes %s)
+`, state, nodes(r.Nodes), elapsed(took), r.Kubeconfig, r.URL, r.Kubeconfig, indent(r.Pods), r.URL, r.URL,
+		r.Command, dirFlag(r.DataDir), r.Command, dirFlag(r.DataDir), r.DataDir)
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		fmt.Fprintf(w, "\nkubectl is not on PATH: install a recent one (v1.27 or later) to use the cluster.\n")
 	}
+}
+
+// nodes is "1 node" or "N nodes".
+func nodes(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return strconv.Itoa(n) + " nodes"
 }
 
 // dirFlag is the --data-dir flag that names dir, "" for the default.
