@@ -111,16 +111,25 @@ func (s *Server) servePodStream(h *resourceHandler, w http.ResponseWriter, r *ht
 		s.writeError(w, r, apierrors.NewBadRequest("Upgrade request required"))
 		return
 	}
-	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		// kubectl 1.30+ tries WebSocket first and falls back to SPDY
-		// when the upgrade fails; agents speak SPDY only
-		s.writeError(w, r, apierrors.NewBadRequest(fmt.Sprintf(
-			"%s over WebSocket is not supported by this server: use SPDY/3.1", ri.subresource)))
-		return
-	}
 	loc, err := s.kubeletURL(r.Context(), pod.Spec.NodeName, path, params)
 	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		// agents speak SPDY: translate kubectl 1.30+'s WebSocket (as
+		// upstream's API server does); other WebSocket protocols are
+		// refused, and kubectl falls back to SPDY on a refused upgrade
+		switch {
+		case ri.subresource != "portforward" && offers(r, wsProtocolV5):
+			s.translateExec(w, r, loc, streamOpts{stdin: params.Get("input") != "", stdout: params.Get("output") != "",
+				stderr: params.Get("error") != "", tty: params.Get("tty") != ""})
+		case ri.subresource == "portforward" && offers(r, wsProtocolPortForward):
+			s.tunnelPortForward(w, r, loc)
+		default:
+			s.writeError(w, r, apierrors.NewBadRequest(fmt.Sprintf(
+				"%s over WebSocket supports only %s; use it or SPDY/3.1", ri.subresource, map[bool]string{true: wsProtocolPortForward, false: wsProtocolV5}[ri.subresource == "portforward"])))
+		}
 		return
 	}
 	p := &httputil.ReverseProxy{

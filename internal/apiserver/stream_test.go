@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilexec "k8s.io/client-go/util/exec"
 )
 
 func TestPodLogOptions(t *testing.T) {
@@ -122,5 +124,26 @@ func TestIsUpgrade(t *testing.T) {
 		if got := isUpgrade(r); got != tc.want {
 			t.Errorf("%q/%q: %v", tc.conn, tc.upgrade, got)
 		}
+	}
+}
+
+func TestExecStatus(t *testing.T) {
+	if st := execStatus(nil); st.Status != metav1.StatusSuccess {
+		t.Errorf("success: %+v", st)
+	}
+	st := execStatus(utilexec.CodeExitError{Err: errors.New("command terminated with exit code 3"), Code: 3})
+	if st.Status != metav1.StatusFailure || st.Reason != "NonZeroExitCode" || st.Details == nil || len(st.Details.Causes) != 1 ||
+		st.Details.Causes[0].Type != "ExitCode" || st.Details.Causes[0].Message != "3" {
+		t.Errorf("exit 3: %+v", st)
+	}
+	if st := execStatus(errors.New("boom")); st.Status != metav1.StatusFailure || st.Message != "boom" {
+		t.Errorf("error: %+v", st)
+	}
+}
+
+func TestWebSocketProtocols(t *testing.T) {
+	r := &http.Request{Header: http.Header{"Sec-Websocket-Protocol": {"v5.channel.k8s.io, v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io"}}}
+	if !offers(r, wsProtocolV5) || !offers(r, wsProtocolPortForward) || offers(r, "channel.k8s.io") {
+		t.Errorf("protocols %v", wsProtocols(r))
 	}
 }

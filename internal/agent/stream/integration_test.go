@@ -39,9 +39,9 @@ const (
 // of the test's, the agent and its streaming endpoint on the host's
 // loopback) beside the API server, and drives logs, exec, attach,
 // port-forward and cp with every stock kubectl from 1.27 to 1.33: SPDY up
-// to 1.29; 1.30 tries WebSocket for exec and attach, 1.31+ for
-// port-forward too, and falls back to SPDY when the server refuses the
-// upgrade.
+// to 1.29; 1.30 uses WebSocket for exec and attach, 1.31+ for
+// port-forward too, which the API server translates to SPDY (1.31+ are
+// checked not to fall back).
 func TestKubectlStreaming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs containers")
@@ -158,6 +158,12 @@ func TestKubectlStreaming(t *testing.T) {
 			t.Run("Attach", func(t *testing.T) { streamtest.CheckAttach(t, k, "logger") })
 			t.Run("PortForward", func(t *testing.T) { streamtest.CheckPortForward(t, k, "ts", 8080, "/healthz") })
 			t.Run("Cp", func(t *testing.T) { streamtest.CheckCp(t, k, "logger") })
+			switch v := strings.TrimPrefix(filepath.Base(bin), "kubectl."); {
+			case v == "1.30":
+				t.Run("WebSocket", func(t *testing.T) { streamtest.CheckNoFallback(t, k, "logger", "", 0) })
+			case v > "1.30":
+				t.Run("WebSocket", func(t *testing.T) { streamtest.CheckNoFallback(t, k, "logger", "ts", 8080) })
+			}
 		})
 	}
 	controllertest.Eventually(t, "restarter restarted", func() (bool, string) {

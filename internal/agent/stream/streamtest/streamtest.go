@@ -332,3 +332,32 @@ func CheckCp(t *testing.T, k Kubectl, pod string) {
 		t.Errorf("file copied out: %q, %v", b, err)
 	}
 }
+
+// CheckNoFallback checks that kubectl 1.30+ ran exec over WebSocket and,
+// with portForward, that 1.31+ forwarded over WebSocket, without falling
+// back to SPDY: kubectl -v=4 logs a fallback.
+func CheckNoFallback(t *testing.T, k Kubectl, pod, portForwardPod string, port int) {
+	out, errOut, err := k.Run(nil, "-v=4", "exec", pod, "--", "echo", "ws")
+	if err != nil || out != "ws\n" {
+		t.Fatalf("exec -v=4: %v %q %s", err, out, errOut)
+	}
+	if strings.Contains(strings.ToLower(errOut), "fallback") {
+		t.Errorf("exec fell back to SPDY: %s", errOut)
+	}
+	if portForwardPod == "" {
+		return
+	}
+	r, stop := k.background(t, "-v=4", "port-forward", "--address", "127.0.0.1", "pod/"+portForwardPod, fmt.Sprintf(":%d", port))
+	l, seen, err := readUntil(r, regexp.MustCompile(`Forwarding from 127\.0\.0\.1:\d+`))
+	if err != nil {
+		t.Fatalf("port-forward: saw %q then %v; stderr %s", seen, err, stop())
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + regexp.MustCompile(`127\.0\.0\.1:\d+`).FindString(l) + "/healthz")
+	if err != nil {
+		t.Fatalf("GET through port-forward: %v; stderr %s", err, stop())
+	}
+	resp.Body.Close()
+	if errOut := stop(); strings.Contains(strings.ToLower(errOut), "fallback") {
+		t.Errorf("port-forward fell back to SPDY: %s", errOut)
+	}
+}
