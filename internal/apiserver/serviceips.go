@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -457,7 +458,8 @@ func (h *resourceHandler) previewService(ctx context.Context, old, obj runtime.O
 
 // kubernetesService is the default/kubernetes service and its endpoints,
 // created at bootstrap: the first IP of the range, port 443 to the API
-// server's address.
+// server's address, as Endpoints and (for the service proxy, which reads
+// only slices) an EndpointSlice of the same name, as upstream writes them.
 func (s *Server) kubernetesService() []runtime.Object {
 	if s.alloc == nil {
 		return nil
@@ -481,21 +483,41 @@ func (s *Server) kubernetesService() []runtime.Object {
 	if ap.Addr().IsUnspecified() || ap.Addr().IsLoopback() {
 		return out // endpoints may not name these
 	}
-	return append(out, &corev1.Endpoints{
+	ip, port := ap.Addr().Unmap().String(), int32(ap.Port())
+	ready, name, proto := true, "https", corev1.ProtocolTCP
+	out = append(out, &corev1.Endpoints{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Endpoints"},
 		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault},
 		Subsets: []corev1.EndpointSubset{{
-			Addresses: []corev1.EndpointAddress{{IP: ap.Addr().Unmap().String()}},
-			Ports:     []corev1.EndpointPort{{Name: "https", Port: int32(ap.Port()), Protocol: corev1.ProtocolTCP}},
+			Addresses: []corev1.EndpointAddress{{IP: ip}},
+			Ports:     []corev1.EndpointPort{{Name: name, Port: port, Protocol: proto}},
 		}},
+	})
+	if s.byGR[schema.GroupResource{Group: discoveryv1.GroupName, Resource: "endpointslices"}] == nil {
+		return out // a server without the discovery group (tests)
+	}
+	return append(out, &discoveryv1.EndpointSlice{
+		TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault,
+			Labels: map[string]string{discoveryv1.LabelServiceName: "kubernetes"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
 	})
 }
 
-// updateKubernetesEndpoints points the kubernetes service's Endpoints at
-// this server when they name another address (a restart on a new port).
+// updateKubernetesEndpoints points the kubernetes service's Endpoints
+// and EndpointSlice at this server when they name another address (a
+// restart on a new port).
 func (s *Server) updateKubernetesEndpoints(ctx context.Context, objs []runtime.Object) error {
 	h := s.byGR[schema.GroupResource{Resource: "endpoints"}]
 	for _, o := range objs {
+		if want, ok := o.(*discoveryv1.EndpointSlice); ok {
+			if err := s.updateKubernetesSlice(ctx, want); err != nil {
+				return err
+			}
+			continue
+		}
 		want, ok := o.(*corev1.Endpoints)
 		if !ok || h == nil {
 			continue
@@ -511,6 +533,26 @@ func (s *Server) updateKubernetesEndpoints(ctx context.Context, objs []runtime.O
 		if err != nil {
 			return fmt.Errorf("update the kubernetes service's endpoints: %w", err)
 		}
+	}
+	return nil
+}
+
+// updateKubernetesSlice is updateKubernetesEndpoints for the slice.
+func (s *Server) updateKubernetesSlice(ctx context.Context, want *discoveryv1.EndpointSlice) error {
+	h := s.byGR[schema.GroupResource{Group: discoveryv1.GroupName, Resource: "endpointslices"}]
+	if h == nil {
+		return nil
+	}
+	_, err := h.guaranteedUpdate(ctx, want.Namespace, want.Name, false, func(cur runtime.Object) (runtime.Object, error) {
+		es := cur.(*discoveryv1.EndpointSlice)
+		if reflect.DeepEqual(es.Endpoints, want.Endpoints) && reflect.DeepEqual(es.Ports, want.Ports) {
+			return nil, errNoChange
+		}
+		es.Endpoints, es.Ports = want.Endpoints, want.Ports
+		return es, nil
+	})
+	if err != nil {
+		return fmt.Errorf("update the kubernetes service's endpoint slice: %w", err)
 	}
 	return nil
 }

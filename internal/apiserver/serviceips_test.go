@@ -11,8 +11,11 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiff-sh/skiff/internal/apiserver/registry/discovery"
 )
 
 func TestParsePortRange(t *testing.T) {
@@ -79,8 +82,14 @@ func withNodePort(np int32) func(*corev1.Service) {
 	return func(s *corev1.Service) { s.Spec.Ports[0].NodePort = np }
 }
 
+// withServiceCIDRAndSlices is withServiceCIDR serving EndpointSlices too.
+func withServiceCIDRAndSlices(c *Config) {
+	withServiceCIDR(c)
+	c.Resources = append(c.Resources, discovery.Resources()...)
+}
+
 func TestServiceAllocation(t *testing.T) {
-	ts := startTestServerIn(t, t.TempDir(), withServiceCIDR)
+	ts := startTestServerIn(t, t.TempDir(), withServiceCIDRAndSlices)
 	ctx := context.Background()
 	svcs := ts.cs.CoreV1().Services("default")
 	cidr := netip.MustParsePrefix("10.43.0.0/16")
@@ -93,6 +102,7 @@ func TestServiceAllocation(t *testing.T) {
 	if err != nil || len(ep.Subsets) != 1 || ep.Subsets[0].Addresses[0].IP != "192.0.2.10" {
 		t.Fatalf("kubernetes endpoints: %v %v", ep, err)
 	}
+	checkKubernetesSlice(t, ts, "192.0.2.10")
 
 	ok := []struct {
 		name  string
@@ -299,7 +309,7 @@ func TestServiceAllocationConcurrent(t *testing.T) {
 
 func TestServiceAllocationSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	ts := startTestServerIn(t, dir, withServiceCIDR)
+	ts := startTestServerIn(t, dir, withServiceCIDRAndSlices)
 	ctx := context.Background()
 	first, err := ts.cs.CoreV1().Services("default").Create(ctx, svcOf("a", corev1.ServiceTypeNodePort, nil), metav1.CreateOptions{})
 	if err != nil {
@@ -308,7 +318,7 @@ func TestServiceAllocationSurvivesRestart(t *testing.T) {
 	ts.stop()
 
 	ts = startTestServerIn(t, dir, func(c *Config) {
-		withServiceCIDR(c)
+		withServiceCIDRAndSlices(c)
 		c.AdvertiseAddress = netip.MustParseAddr("192.0.2.11")
 	})
 	svcs := ts.cs.CoreV1().Services("default")
@@ -318,6 +328,7 @@ func TestServiceAllocationSurvivesRestart(t *testing.T) {
 		ep.Subsets[0].Ports[0].Port != int32(ts.port()) {
 		t.Fatalf("kubernetes endpoints after restart: %v %v", ep, err)
 	}
+	checkKubernetesSlice(t, ts, "192.0.2.11")
 	_, err = svcs.Create(ctx, svcOf("b", "", withIP(first.Spec.ClusterIP)), metav1.CreateOptions{})
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "provided IP is already allocated") {
 		t.Fatalf("IP after restart: %v", err)
@@ -369,5 +380,19 @@ func TestServiceAllocationFillsRange(t *testing.T) {
 	}
 	if _, err := svcs.Create(ctx, svcOf("again", corev1.ServiceTypeNodePort, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create after a release: %v", err)
+	}
+}
+
+// checkKubernetesSlice checks the kubernetes service's EndpointSlice (the
+// proxy's source): the server's address and port.
+func checkKubernetesSlice(t *testing.T, ts *testServer, ip string) {
+	t.Helper()
+	es, err := ts.cs.DiscoveryV1().EndpointSlices("default").Get(context.Background(), "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es.Labels[discoveryv1.LabelServiceName] != "kubernetes" || len(es.Endpoints) != 1 || es.Endpoints[0].Addresses[0] != ip ||
+		len(es.Ports) != 1 || *es.Ports[0].Name != "https" || int(*es.Ports[0].Port) != ts.port() {
+		t.Errorf("kubernetes endpoint slice %+v", es)
 	}
 }
