@@ -12,6 +12,7 @@ package up
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -232,7 +233,7 @@ func loadRunning(ctx context.Context, dir string) (*lab.Lab, bool, error) {
 func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh bool) (*Result, error) {
 	st := l.State()
 	if err := pr.step(nodes(len(st.Nodes))+" Ready", func(set func(string)) error {
-		err := l.WaitNodesReady(ctx, cfg.NodeTimeout)
+		err := waitNodes(ctx, l, cfg.NodeTimeout)
 		if err == nil {
 			names := make([]string, 0, len(st.Nodes))
 			for _, n := range st.Nodes {
@@ -242,7 +243,7 @@ func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh boo
 		}
 		return err
 	}); err != nil {
-		return nil, withLogs(err, l)
+		return nil, err
 	}
 	c, err := l.Client()
 	if err != nil {
@@ -291,6 +292,76 @@ func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh boo
 		return nil, err
 	}
 	return &Result{Command: cfg.Command, DataDir: st.Dir, Kubeconfig: st.Kubeconfig, URL: url, Nodes: len(st.Nodes), Pods: pods}, nil
+}
+
+// waitNodes waits for the lab's nodes to be Ready, failing early with
+// containerd's own words when a node's containerd keeps exiting, and
+// otherwise adding each node's last logged error to a failure.
+func waitNodes(ctx context.Context, l *lab.Lab, timeout time.Duration) error {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := containerdFailing(l); err != nil {
+				cancel(err)
+				return
+			}
+		}
+	}()
+	err := l.WaitNodesReady(wctx, timeout)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	if cause := context.Cause(wctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	err = withLogs(err, l)
+	for i, n := range l.State().Nodes {
+		if line := lastErrorLine(l.AgentLog(i)); line != "" && !strings.Contains(err.Error(), line) {
+			err = fmt.Errorf("%w\n%s's last error (%s):\n  %s", err, n.Name, l.AgentLog(i), line)
+		}
+	}
+	return err
+}
+
+// containerdRestartsToFail is how many restarts of a node's containerd
+// (the agent restarts it with back-off) make skiff up give up.
+const containerdRestartsToFail = 3
+
+// containerdFailing returns an error when a node's agent has restarted
+// its containerd containerdRestartsToFail times, with the last line of
+// containerd's log.
+func containerdFailing(l *lab.Lab) error {
+	for i, n := range l.State().Nodes {
+		b, err := os.ReadFile(l.AgentLog(i))
+		if i := bytes.LastIndex(b, []byte("\n===== ")); i >= 0 {
+			b = b[i:] // this start's lines (the lab appends to the log)
+		}
+		if err != nil || bytes.Count(b, []byte("containerd exited; restarting")) < containerdRestartsToFail {
+			continue
+		}
+		clog := filepath.Join(n.DataDir, "containerd", "containerd.log")
+		return fmt.Errorf("containerd on node %s keeps failing to start; its last words (%s):\n  %s\n"+
+			"Check that Debian's containerd works (containerd --version; make deps reinstalls what is missing)", n.Name, clog, lastLine(clog))
+	}
+	return nil
+}
+
+// lastLine returns the last non-empty line of the file at path.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 // buildImages builds skiff.local/busybox and skiff.local/testserver and

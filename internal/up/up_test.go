@@ -285,3 +285,44 @@ func TestRequirementsCoverLab(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerdFailing checks that a node whose agent restarted its
+// containerd three times in this start is reported with containerd's last
+// log line, and that restarts of an earlier start (the log is appended
+// to) do not count.
+func TestContainerdFailing(t *testing.T) {
+	dir := t.TempDir()
+	l, err := lab.New(lab.Config{Name: "t", Dir: dir, Binary: "/bin/true", Nodes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := l.State().Nodes[0]
+	if err := os.MkdirAll(filepath.Join(n.DataDir, "containerd"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.DataDir, "containerd", "containerd.log"), []byte("starting\ncontainerd: bad config\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restart := "level=ERROR msg=\"containerd exited; restarting\"\n"
+	tests := []struct {
+		name, log string
+		failing   bool
+	}{
+		{"healthy", "\n===== start =====\nlevel=INFO msg=\"containerd started\"\n", false},
+		{"two restarts", "\n===== start =====\n" + restart + restart, false},
+		{"three restarts", "\n===== start =====\n" + restart + restart + restart, true},
+		{"restarts of an earlier start", "\n===== old =====\n" + restart + restart + restart + "\n===== start =====\n" + restart, false},
+	}
+	for _, tt := range tests {
+		if err := os.WriteFile(l.AgentLog(0), []byte(tt.log), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := containerdFailing(l)
+		if (err != nil) != tt.failing {
+			t.Errorf("%s: %v, want failing %v", tt.name, err, tt.failing)
+		}
+		if err != nil && !strings.Contains(err.Error(), "containerd: bad config") {
+			t.Errorf("%s: %v does not quote containerd's log", tt.name, err)
+		}
+	}
+}
