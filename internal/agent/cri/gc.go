@@ -249,7 +249,7 @@ func (r *Runtime) removeContainer(ctx context.Context, id string) error {
 		logPath = st.GetStatus().GetLogPath()
 	}
 	if _, err := r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-		return fmt.Errorf("gc: remove container %s: %w", id, err)
+		return fmt.Errorf("remove container %s: %w", id, err)
 	}
 	if logPath != "" && filepath.IsAbs(logPath) && strings.HasPrefix(filepath.Clean(logPath), filepath.Clean(r.cfg.PodLogDir)+"/") {
 		_ = os.Remove(logPath)

@@ -115,7 +115,7 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 		case err == nil:
 			// keep the attempt before the new one, for logs --previous
 			for _, old := range list[min(1, len(list)):] {
-				_, _ = r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old.Id})
+				_ = r.removeContainer(ctx, old.Id) // with its log file: gc.go
 			}
 		case errors.As(err, &we):
 			waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: we.reason, Message: we.message}
