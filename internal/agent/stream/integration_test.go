@@ -125,14 +125,14 @@ func TestKubectlStreaming(t *testing.T) {
 	ts := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ts"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
 		Name: "ts", Image: image.TestserverName, ImagePullPolicy: corev1.PullNever}}, TerminationGracePeriodSeconds: new(int64), AutomountServiceAccountToken: new(bool)}}
 	pods := []*corev1.Pod{streamtest.LoggerPod("logger", image.BusyboxName), streamtest.RestartingPod("restarter", image.BusyboxName),
-		streamtest.TwoContainerPod("two", image.BusyboxName), ts}
+		streamtest.TwoContainerPod("two", image.BusyboxName), streamtest.StdinPod("stdin", image.BusyboxName), ts}
 	for _, p := range pods {
 		p.Spec.NodeName = streamNode
 		if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []string{"logger", "two", "ts"} {
+	for _, p := range []string{"logger", "two", "stdin", "ts"} {
 		controllertest.Eventually(t, p+" running", func() (bool, string) {
 			got, err := cs.CoreV1().Pods("default").Get(ctx, p, metav1.GetOptions{})
 			if err != nil {
@@ -156,6 +156,7 @@ func TestKubectlStreaming(t *testing.T) {
 			t.Run("Exec", func(t *testing.T) { streamtest.CheckExec(t, k, "logger") })
 			t.Run("ExecTTY", func(t *testing.T) { streamtest.CheckExecTTY(t, k, "logger") })
 			t.Run("Attach", func(t *testing.T) { streamtest.CheckAttach(t, k, "logger") })
+			t.Run("AttachStdin", func(t *testing.T) { streamtest.CheckAttachStdin(t, k, "stdin") })
 			t.Run("PortForward", func(t *testing.T) { streamtest.CheckPortForward(t, k, "ts", 8080, "/healthz") })
 			t.Run("Cp", func(t *testing.T) { streamtest.CheckCp(t, k, "logger") })
 			switch v := strings.TrimPrefix(filepath.Base(bin), "kubectl."); {

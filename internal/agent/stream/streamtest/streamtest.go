@@ -361,3 +361,42 @@ func CheckNoFallback(t *testing.T, k Kubectl, pod, portForwardPod string, port i
 		t.Errorf("port-forward fell back to SPDY: %s", errOut)
 	}
 }
+
+// StdinPod has a container "c" with stdin open that answers every line it
+// reads with "got LINE" (for attach -i).
+func StdinPod(name, image string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image, ImagePullPolicy: corev1.PullIfNotPresent, Stdin: true,
+			Command: []string{"sh", "-c", "while read l; do echo got $l; done"}}},
+			TerminationGracePeriodSeconds: new(int64), AutomountServiceAccountToken: new(bool)}}
+}
+
+// CheckAttachStdin attaches to a StdinPod with -i, writes a line and sees
+// the container's answer.
+func CheckAttachStdin(t *testing.T, k Kubectl, pod string) {
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	cmd := k.cmd(ctx, "attach", "-i", pod, "-c", "c")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	word := fmt.Sprintf("hello-%d", time.Now().UnixNano())
+	// kubectl may still be connecting: the line waits in the pipe
+	if _, err := io.WriteString(in, word+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, seen, err := readUntil(bufio.NewReader(out), regexp.MustCompile("^got "+word+"$")); err != nil {
+		t.Errorf("attach -i: saw %q then %v; stderr %s", seen, err, e.String())
+	}
+}
