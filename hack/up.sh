@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-go build -o bin/skiff ./cmd/skiff
+make --no-print-directory build # bin/skiff, with the version stamped as make build does
 exec bin/skiff up "$@"

@@ -66,6 +66,12 @@ type requirement struct {
 	program, pkg, why string
 }
 
+// packageFixes say what to do about a missing package that make deps
+// does not install.
+var packageFixes = map[string]string{
+	"Go": "install Go 1.26 or later and put it on PATH (make deps does not)",
+}
+
 // requirements are the programs a cluster of real nodes needs. make deps
 // (hack/install-deps.sh) installs their packages.
 func requirements() []requirement {
@@ -84,7 +90,7 @@ func requirements() []requirement {
 		{"bridge", "iproute2", "the vxlan pod network's forwarding entries"},
 		{"nsenter", "util-linux", "starts the nodes' processes in their namespaces"},
 		{image.DefaultBusybox, "busybox-static", "the demo images are built from the static busybox"},
-		{"go", "golang-go", "builds the demo app's test server from skiff's source"},
+		{"go", "Go", "builds the demo app's test server from skiff's source"},
 	}
 }
 
@@ -111,8 +117,11 @@ func Check(h Host, cfg Config) []Problem {
 		}
 	}
 	for _, pkg := range pkgs {
-		out = append(out, Problem{fmt.Sprintf("%s is missing: %s", pkg, strings.Join(missing[pkg], ", ")),
-			"run make deps (hack/install-deps.sh), or apt-get install " + pkg})
+		fix := packageFixes[pkg]
+		if fix == "" {
+			fix = "run make deps (hack/install-deps.sh), or apt-get install " + pkg
+		}
+		out = append(out, Problem{fmt.Sprintf("%s is missing: %s", pkg, strings.Join(missing[pkg], ", ")), fix})
 	}
 	if cfg.ModuleDir == "" {
 		out = append(out, Problem{"skiff's source is not found (the demo image's test server is built from it)",

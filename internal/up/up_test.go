@@ -69,6 +69,7 @@ func TestCheck(t *testing.T) {
 			[]string{"runc is missing", "containernetworking-plugins is missing: host-local", "nftables is missing: nft"},
 			[]string{"apt-get install runc", "apt-get install containernetworking-plugins", "apt-get install nftables"}},
 		{"no busybox", fakeHost(map[string]bool{"busybox": true}, 0, false), nil, []string{"busybox-static is missing"}, []string{"make deps"}},
+		{"no go", fakeHost(map[string]bool{"go": true}, 0, false), nil, []string{"Go is missing: go"}, []string{"install Go 1.26"}},
 		{"port in use", fakeHost(nil, 0, true), nil, []string{"port 8080 on 127.0.0.1 is in use (address already in use)"}, []string{"--port 0"}},
 		{"port 0 is never in use", fakeHost(nil, 0, true), func(c *Config) { c.Port = 0 }, nil, nil},
 		{"no source", fakeHost(nil, 0, false), func(c *Config) { c.ModuleDir = "" }, []string{"skiff's source is not found"}, []string{"--module-dir"}},
