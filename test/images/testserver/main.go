@@ -2,7 +2,8 @@
 // skiff.local/testserver image for end-to-end tests: it echoes who it is,
 // serves the file PAGE_FILE names at /page (a mounted ConfigMap key in skiff
 // up's demo app), and can be told to fail its health check, exit, hold
-// memory or burn CPU.
+// memory or burn CPU. `testserver get URL` and `testserver dns TYPE NAME`
+// are its client modes (requests and DNS questions from a pod).
 package main
 
 import (
@@ -18,6 +19,13 @@ import (
 )
 
 func main() {
+	if args := os.Args[1:]; len(args) > 0 {
+		if !isClient(args) {
+			fmt.Fprintf(os.Stderr, "testserver: unknown command %q (want get or dns, or no arguments to serve)\n", args[0])
+			os.Exit(2)
+		}
+		os.Exit(runClient(args, os.Stdout, os.Stderr))
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(log); err != nil {
 		log.Error("testserver failed", "err", err)
