@@ -37,6 +37,9 @@ type LabOptions struct {
 	Nodes int
 	// PodNetwork is the agents' --pod-network (default host-gw).
 	PodNetwork string
+	// ServerArgs are appended to the server's command line (e.g.
+	// --load-balancer-pool).
+	ServerArgs []string
 }
 
 // StartLab starts a lab of n nodes, waits until they are Ready and tears
@@ -63,6 +66,7 @@ func (e *Env) StartLabWith(t testing.TB, opts LabOptions) *Lab {
 		t.Fatal(err)
 	}
 	l, err := lab.New(lab.Config{Name: name, Dir: filepath.Join(root, "lab"), Binary: e.Binary, Nodes: opts.Nodes, PodNetwork: opts.PodNetwork,
+		ServerArgs: opts.ServerArgs,
 		Logger: slog.New(slog.NewTextHandler(logf, nil))})
 	if err != nil {
 		t.Fatal(err)
