@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/miekg/dns"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -84,7 +87,7 @@ func Status(ctx context.Context, dir string, out io.Writer) error {
 		defer cancel()
 		rows = append(rows, leaseRow(qctx, c, "controller manager", manager.DefaultLeaseName))
 		rows = append(rows, leaseRow(qctx, c, "scheduler", scheduler.DefaultLeaseName))
-		rows = append(rows, dnsRow(qctx, c))
+		rows = append(rows, dnsRow(qctx, c, "/run/netns/"+st.Nodes[0].Netns))
 		nodes = nodeRows(qctx, c, st)
 		demo = demoRow(qctx, c, st)
 	}
@@ -150,8 +153,10 @@ func leaseRow(ctx context.Context, c kubernetes.Interface, part, name string) ro
 }
 
 // dnsRow checks that kube-system/kube-dns has a cluster IP and a ready
-// endpoint.
-func dnsRow(ctx context.Context, c kubernetes.Interface) row {
+// endpoint, and that the endpoint answers a query for the kubernetes
+// service (sent from the network namespace at netns, where the lab's
+// nodes are).
+func dnsRow(ctx context.Context, c kubernetes.Interface, netns string) row {
 	const part = "cluster DNS"
 	svc, err := c.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 	if err != nil {
@@ -161,18 +166,62 @@ func dnsRow(ctx context.Context, c kubernetes.Interface) row {
 	if err != nil {
 		return row{part, false, err.Error()}
 	}
-	var addrs []string
+	var addrs, udp []string
 	for _, s := range slices.Items {
+		port := ""
+		for _, p := range s.Ports {
+			if p.Port != nil && p.Protocol != nil && *p.Protocol == corev1.ProtocolUDP {
+				port = strconv.Itoa(int(*p.Port))
+			}
+		}
 		for _, e := range s.Endpoints {
 			if e.Conditions.Ready == nil || *e.Conditions.Ready {
 				addrs = append(addrs, e.Addresses...)
+				for _, a := range e.Addresses {
+					if port != "" {
+						udp = append(udp, net.JoinHostPort(a, port))
+					}
+				}
 			}
 		}
 	}
 	if len(addrs) == 0 {
 		return row{part, false, "kube-dns " + svc.Spec.ClusterIP + " has no ready endpoint"}
 	}
-	return row{part, true, "kube-dns " + svc.Spec.ClusterIP + " → " + strings.Join(addrs, ", ")}
+	detail := "kube-dns " + svc.Spec.ClusterIP + " → " + strings.Join(addrs, ", ")
+	for _, a := range udp {
+		if err := dnsAnswers(ctx, netns, a); err != nil {
+			return row{part, false, detail + ": " + a + " does not answer: " + err.Error()}
+		}
+	}
+	return row{part, true, detail + ", answering"}
+}
+
+// dnsAnswers asks the DNS server at addr (UDP, dialled from the network
+// namespace at netns) for the kubernetes service's A record.
+func dnsAnswers(ctx context.Context, netns, addr string) error {
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := lab.DialIn(qctx, netns, "udp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	c := &dns.Conn{Conn: conn}
+	q := new(dns.Msg)
+	q.SetQuestion("kubernetes.default.svc.cluster.local.", dns.TypeA)
+	if err := c.WriteMsg(q); err != nil {
+		return err
+	}
+	r, err := c.ReadMsg()
+	if err != nil {
+		return err
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		return fmt.Errorf("kubernetes.default.svc.cluster.local: %s, %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	return nil
 }
 
 // nodeRows gives each lab node's Ready condition and agent process.
