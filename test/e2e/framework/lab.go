@@ -67,7 +67,7 @@ func (e *Env) StartLabWith(t testing.TB, opts LabOptions) *Lab {
 	}
 	l, err := lab.New(lab.Config{Name: name, Dir: filepath.Join(root, "lab"), Binary: e.Binary, Nodes: opts.Nodes, PodNetwork: opts.PodNetwork,
 		ServerArgs: opts.ServerArgs,
-		Logger: slog.New(slog.NewTextHandler(logf, nil))})
+		Logger:     slog.New(slog.NewTextHandler(logf, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
