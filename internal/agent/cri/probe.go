@@ -196,7 +196,9 @@ func seconds(n, def int32) time.Duration {
 // probe runs a probe once: nil means success.
 func (pr *prober) probe(ctx context.Context, _ *corev1.Pod, c *corev1.Container, id, podIP string, probe *corev1.Probe) error {
 	h := probe.ProbeHandler
-	// gRPC probes are not run yet: they count as passing
+	if h.GRPC != nil {
+		return grpcProbe(ctx, h.GRPC, podIP, seconds(probe.TimeoutSeconds, 1)) // probe_grpc.go
+	}
 	return pr.r.action(ctx, c, id, podIP, seconds(probe.TimeoutSeconds, 1), h.Exec, h.HTTPGet, h.TCPSocket)
 }
 
