@@ -56,7 +56,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.etcdCA, "etcd-cafile", "", "CA bundle that verifies the external etcd's certificate")
 	fs.StringVar(&f.etcdCert, "etcd-certfile", "", "client certificate for the external etcd")
 	fs.StringVar(&f.etcdKey, "etcd-keyfile", "", "client key for the external etcd")
-	fs.BoolVar(&f.disableAgent, "disable-agent", false, "do not run a node agent beside the control plane")
+	fs.BoolVar(&f.disableAgent, "disable-agent", false, "do not run the node agent of this machine beside the control plane (it needs root and containerd, and programs this network namespace: CNI bridge, nftables)")
 	fs.BoolVar(&f.disableScheduler, "disable-scheduler", false, "do not run the scheduler in this process (run 'skiff scheduler' elsewhere)")
 	fs.BoolVar(&f.disableControllerManager, "disable-controller-manager", false, "do not run the controller manager in this process (run 'skiff controller-manager' elsewhere)")
 	fs.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler configuration file (YAML SchedulerConfiguration)")
@@ -117,7 +117,15 @@ func runServer(ctx context.Context, e *env, args []string) error {
 Run skiff's control plane: etcd (embedded unless --etcd-endpoints is given) and
 the Kubernetes API server, with its control loops. On first start it creates a
 cluster CA and serving certificates in the data dir and writes an admin
-kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.`,
+kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.
+
+Unless --disable-agent is given, the server also runs a node agent for this
+machine (as 'skiff agent' with its default flags: the CRI runtime with its own
+containerd, state under DATA_DIR/agent, the CNI bridge skiff0 and the service
+proxy's nftables table in this network namespace), labelled
+node-role.kubernetes.io/control-plane, with a node certificate from the
+cluster CA. It needs root and containerd; without them the server runs alone
+and logs why. Tests and control-plane-only servers pass --disable-agent.`,
 		`  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:6443
   kubectl --kubeconfig /var/lib/skiff/admin.kubeconfig get namespaces`)
 	f.register(fs, "/var/lib/skiff")
@@ -132,5 +140,8 @@ kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.`,
 	if err != nil {
 		return err
 	}
-	return srv.Run(ctx)
+	if f.disableAgent {
+		return srv.Run(ctx)
+	}
+	return runServerAndAgent(ctx, &f, srv, cfg.Logger)
 }
