@@ -110,6 +110,9 @@ spec:
 		t.Fatal(err)
 	}
 	s.MustKubectl(t, k, "--kubeconfig", aliceKC, "get", "namespaces")
+	if who := s.MustKubectl(t, k, "--kubeconfig", aliceKC, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"); who != `alice ["devs","system:authenticated"]` {
+		t.Errorf("kubectl auth whoami with alice's certificate: %q", who)
+	}
 
 	// A node joining with a bootstrap token is approved and signed by the
 	// server alone.
