@@ -233,6 +233,7 @@ func TestCRI(t *testing.T) {
 	t.Run("LifecycleHooks", h.lifecycleHooks)
 	t.Run("DNSAndHosts", h.dnsAndHosts)
 	t.Run("ClusterDNSFromPod", h.clusterDNSFromPod)
+	t.Run("PullSecrets", h.pullSecrets)
 	t.Run("SandboxRecreated", h.sandboxRecreated)
 	t.Run("Stats", h.stats)
 	t.Run("AgentRestart", func(t *testing.T) { h.agentRestart(t, stop) })
@@ -539,58 +540,59 @@ func (h *harness) podIPAndHostPort(t *testing.T) {
 	}
 }
 
-// getInNetns fetches url from inside the network namespace at nsPath: the
-// connection is made on an OS thread moved into the namespace, which exits
-// with its goroutine.
-func getInNetns(nsPath, url string) (string, error) {
-	type result struct {
-		body string
-		err  error
-	}
-	ch := make(chan result, 1)
+// inNetns runs fn on an OS thread moved into the network namespace at
+// nsPath, which exits with its goroutine: sockets fn makes belong to that
+// namespace.
+func inNetns(nsPath string, fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
 		f, err := os.Open(nsPath)
 		if err != nil {
-			ch <- result{err: err}
+			ch <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns: %w", err)}
+			ch <- fmt.Errorf("setns: %w", err)
 			return
 		}
+		ch <- fn()
+	}()
+	return <-ch
+}
+
+// getInNetns fetches url from inside the network namespace at nsPath.
+func getInNetns(nsPath, url string) (string, error) {
+	var body string
+	err := inNetns(nsPath, func() error {
 		u, err := neturl.Parse(url)
 		if err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		// dialled here, on the thread inside the namespace
 		conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
 		if err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
 		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host); err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
+		body = string(b)
 		if err == nil && resp.StatusCode != http.StatusOK {
 			err = fmt.Errorf("status %s", resp.Status)
 		}
-		ch <- result{body: string(b), err: err}
-	}()
-	r := <-ch
-	return r.body, r.err
+		return err
+	})
+	return body, err
 }
 
 // volumes mounts an emptyDir shared by an init and an app container, a

@@ -96,6 +96,8 @@ type Runtime struct {
 	probes  *prober
 	cluster *cluster // services, cluster DNS: see dns.go
 
+	pulls pullBackoff // image pull back-off: see imagepull.go
+
 	mu        sync.Mutex
 	podCIDR   string
 	volumesAt map[types.UID]time.Time // when each pod's volumes were last written

@@ -371,13 +371,7 @@ func (r *Runtime) ensureImage(ctx context.Context, p *corev1.Pod, c *corev1.Cont
 			return &waitingError{reason: "ErrImageNeverPull", message: msg}
 		}
 	}
-	r.event(p, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
-	if _, err := r.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec}); err != nil {
-		r.event(p, corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", c.Image, err)
-		return &waitingError{reason: "ErrImagePull", message: err.Error()}
-	}
-	r.event(p, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q", c.Image)
-	return nil
+	return r.pullImage(ctx, p, c) // with pull secrets and back-off: see imagepull.go
 }
 
 // containerStatuses converts the CRI's containers into the agent's view:
