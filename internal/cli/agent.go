@@ -40,6 +40,7 @@ type agentFlags struct {
 	endpoint, containerdBin, busybox string
 	cniConfDir, podCIDR              string
 	proxy                            bool
+	insecureRegistries               string
 	clusterDNS, clusterDomain        string
 	resolvConf                       string
 	kubeletPort                      int
@@ -82,6 +83,7 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.clusterDomain, "cluster-domain", cri.DefaultClusterDomain, "with --runtime=cri: the cluster's DNS domain (pods search <namespace>.svc.<domain>, svc.<domain> and <domain>)")
 	fs.StringVar(&f.resolvConf, "resolv-conf", cri.DefaultResolvConf, "with --runtime=cri: the resolver configuration pods with dnsPolicy Default get (and whose search domains ClusterFirst pods add)")
 	fs.IntVar(&f.kubeletPort, "kubelet-port", stream.DefaultPort, "with --runtime=cri: HTTPS port of the node's streaming endpoint (kubectl logs, exec, attach, port-forward through the API server) on the node IP; 0 turns it off")
+	fs.StringVar(&f.insecureRegistries, "insecure-registry", "", "with --runtime=cri: comma-separated registries (HOST:PORT) the agent's containerd pulls from over plain HTTP (a hosts.toml each under DATA_DIR/containerd/certs.d); not with --container-runtime-endpoint")
 	fs.StringVar(&f.podCIDR, "pod-cidr", "", "with --runtime=cri: pod CIDR to use until the node's spec.podCIDR is set")
 	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", cri.DefaultImageGCHighThreshold, "with --runtime=cri: percent of the image file system's disk usage above which unused images are removed (100 disables)")
 	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", cri.DefaultImageGCLowThreshold, "with --runtime=cri: percent of disk usage image garbage collection frees down to")
@@ -220,9 +222,16 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 	endpoint, cniConfDir := f.endpoint, f.cniConfDir
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var insecureRegistries []string
+	if f.insecureRegistries != "" {
+		if endpoint != "" {
+			return usageError{errors.New("--insecure-registry configures the agent's own containerd; configure the one at --container-runtime-endpoint yourself")}
+		}
+		insecureRegistries = splitList(f.insecureRegistries)
+	}
 	if endpoint == "" {
 		ctrd, err := containerd.New(containerd.Config{Dir: filepath.Join(dataDir, "containerd"), Binary: f.containerdBin,
-			SandboxImage: image.PauseName, CNIConfDir: cniConfDir, Logger: log})
+			SandboxImage: image.PauseName, CNIConfDir: cniConfDir, InsecureRegistries: insecureRegistries, Logger: log})
 		if err != nil {
 			return err
 		}
