@@ -965,5 +965,12 @@ func (h *resourceHandler) deleteCollection(ctx context.Context, ri requestInfo, 
 // record who creates an object.
 func requester(ctx context.Context) registry.UserInfo {
 	u, _ := ctx.Value(userKey).(user)
-	return registry.UserInfo{Name: u.name, Groups: slices.Clone(u.groups)}
+	var extra map[string][]string
+	for k, v := range u.extra {
+		if extra == nil {
+			extra = map[string][]string{}
+		}
+		extra[k] = slices.Clone(v)
+	}
+	return registry.UserInfo{Name: u.name, UID: u.uid, Groups: slices.Clone(u.groups), Extra: extra}
 }

@@ -119,9 +119,11 @@ func TestCreateRecordsRequesterAndClearsStatus(t *testing.T) {
 		Status: certificatesv1.CertificateSigningRequestStatus{Certificate: []byte("x"), Conditions: []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved}}},
 	}
 	s.PrepareForCreate(csr)
-	s.(registry.RequesterStrategy).SetRequester(csr, registry.UserInfo{Name: "system:bootstrap:abcdef", Groups: []string{"system:bootstrappers", "system:authenticated"}})
-	if csr.Spec.Username != "system:bootstrap:abcdef" || !reflect.DeepEqual(csr.Spec.Groups, []string{"system:bootstrappers", "system:authenticated"}) {
-		t.Errorf("requester %q %v", csr.Spec.Username, csr.Spec.Groups)
+	s.(registry.RequesterStrategy).SetRequester(csr, registry.UserInfo{Name: "system:bootstrap:abcdef", UID: "u-1",
+		Groups: []string{"system:bootstrappers", "system:authenticated"}, Extra: map[string][]string{"k": {"v"}}})
+	if csr.Spec.Username != "system:bootstrap:abcdef" || !reflect.DeepEqual(csr.Spec.Groups, []string{"system:bootstrappers", "system:authenticated"}) ||
+		csr.Spec.UID != "u-1" || !reflect.DeepEqual(csr.Spec.Extra, map[string]certificatesv1.ExtraValue{"k": {"v"}}) {
+		t.Errorf("requester %q %q %v %v", csr.Spec.Username, csr.Spec.UID, csr.Spec.Groups, csr.Spec.Extra)
 	}
 	if len(csr.Status.Certificate) != 0 || len(csr.Status.Conditions) != 0 {
 		t.Errorf("status not cleared: %+v", csr.Status)
