@@ -76,6 +76,10 @@ func (p *progress) step(title string, f func(set func(detail string)) error) err
 	return err
 }
 
+// redrawWidth bounds a line that is redrawn in place (a terminal is at
+// least 80 columns wide).
+const redrawWidth = 79
+
 // draw prints the current step's line with mark.
 func (p *progress) draw(mark string) {
 	p.mu.Lock()
@@ -85,6 +89,10 @@ func (p *progress) draw(mark string) {
 		line += ": " + p.detail
 	}
 	if p.tty {
+		if r := []rune(line); mark == "…" && len(r) > redrawWidth {
+			// a wrapped line cannot be redrawn in place
+			line = string(r[:redrawWidth-1]) + "…"
+		}
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
 		return
 	}

@@ -179,8 +179,12 @@ func Up(ctx context.Context, cfg Config) (*Result, error) {
 	// From here on, a failure or Ctrl-C tears down what was made; the
 	// logs stay in the data dir.
 	res, err := func() (*Result, error) {
-		if err := pr.step("control plane (etcd, API server, scheduler, controllers, DNS) and node agents started on "+nodes(cfg.Nodes), func(func(string)) error {
-			return l.Up(ctx)
+		if err := pr.step("control plane and node agents started on "+nodes(cfg.Nodes), func(set func(string)) error {
+			if err := l.Up(ctx); err != nil {
+				return err
+			}
+			set("etcd, API server, scheduler, controllers, DNS on " + l.State().Nodes[0].Name)
+			return nil
 		}); err != nil {
 			return nil, withLogs(err, l)
 		}
@@ -256,13 +260,13 @@ func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh boo
 		}
 	}
 	if !ready {
-		if err := pr.step("demo images built into every node's containerd", func(set func(string)) error {
+		if err := pr.step("demo images built on every node", func(set func(string)) error {
 			return buildImages(ctx, cfg, st, set)
 		}); err != nil {
 			return nil, err
 		}
 	}
-	if err := pr.step("demo app: Deployment demo (3 replicas), LoadBalancer Service demo, ConfigMap demo-page", func(set func(string)) error {
+	if err := pr.step("demo app deployed and ready", func(set func(string)) error {
 		if err := deployDemo(ctx, c); err != nil {
 			return err
 		}

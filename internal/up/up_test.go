@@ -327,3 +327,27 @@ func TestContainerdFailing(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressTerminal checks the redrawn line on a terminal: cut to fit
+// while it runs (a wrapped line cannot be redrawn), whole at the end.
+func TestProgressTerminal(t *testing.T) {
+	var b bytes.Buffer
+	now := time.Unix(0, 0)
+	p := newProgress(&b, func() time.Time { return now })
+	p.tty = true
+	long := strings.Repeat("x", 100)
+	_ = p.step(long, func(func(string)) error {
+		p.draw("…")
+		return nil
+	})
+	frames := strings.Split(b.String(), "\r\033[K")
+	last := strings.TrimSuffix(frames[len(frames)-1], "\n")
+	for _, f := range frames[1 : len(frames)-1] {
+		if n := len([]rune(f)); n > redrawWidth {
+			t.Errorf("a redrawn frame is %d runes wide: %q", n, f)
+		}
+	}
+	if !strings.HasPrefix(last, "  ✓ "+long) || !strings.HasSuffix(b.String(), "\n") {
+		t.Errorf("final line %q", last)
+	}
+}
