@@ -679,9 +679,11 @@ func (h *harness) probes(t *testing.T) {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", cmd}}},
 			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 5}
 	}
-	c := busybox("app", "touch /tmp/alive; exec sleep 3600")
+	// liveness fails once /tmp/dead exists: a probe that needs a file the
+	// container makes could run before the container made it
+	c := busybox("app", "exec sleep 3600")
 	c.ReadinessProbe = execProbe("test -f /tmp/ready")
-	c.LivenessProbe = execProbe("test -f /tmp/alive")
+	c.LivenessProbe = execProbe("test ! -f /tmp/dead")
 	grace := int64(1)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probed"}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace,
 		Containers: []corev1.Container{c}}}
@@ -702,7 +704,7 @@ func (h *harness) probes(t *testing.T) {
 	h.waitPod(t, "probed", "ready", ready(true))
 	run("rm /tmp/ready")
 	h.waitPod(t, "probed", "not ready again", ready(false))
-	run("rm /tmp/alive")
+	run("touch /tmp/dead")
 	p = h.waitPod(t, "probed", "restarted after failing its liveness probe", func(p *corev1.Pod) bool {
 		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
 	})
