@@ -162,10 +162,8 @@ func (c *watchCache) apply(batch []store.Event) {
 			c.items[ev.KV.Key] = obj
 		}
 		c.rv = ev.Revision
-		if len(c.events) >= c.history {
-			c.floor = c.events[0].rv
-			copy(c.events, c.events[1:])
-			c.events = c.events[:len(c.events)-1]
+		if floor, ok := trimHistory(&c.events, c.history); ok {
+			c.floor = floor
 		}
 		c.events = append(c.events, ce)
 		for w := range c.watchers {
@@ -175,6 +173,23 @@ func (c *watchCache) apply(batch []store.Event) {
 		}
 	}
 	c.cond.Broadcast()
+}
+
+// trimHistory makes room for one more event in a history of at most
+// history events (plus a slack of history/8) by dropping the oldest, and
+// returns the revision of the newest dropped (the new floor). Dropping in
+// batches keeps the copy amortized O(1) per event instead of O(history).
+func trimHistory(events *[]cacheEvent, history int) (floor int64, trimmed bool) {
+	ev := *events
+	if len(ev) < history+history/8 {
+		return 0, false
+	}
+	drop := len(ev) - history + 1
+	floor = ev[drop-1].rv
+	n := copy(ev, ev[drop:])
+	clear(ev[n:]) // release the dropped objects
+	*events = ev[:n]
+	return floor, true
 }
 
 // waitFor blocks until the cache has seen revision rev (or ctx ends).
