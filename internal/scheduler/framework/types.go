@@ -8,6 +8,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Default requests used for scoring when a container requests nothing, as
@@ -312,6 +313,10 @@ type PodInfo struct {
 	NonZeroCPU, NonZeroMemory int64
 	// Priority is spec.priority, or 0.
 	Priority int32
+	// ControllerUID is the UID of the pod's controller owner reference,
+	// "" if it has none (kept so that spreading need not look it up for
+	// every pod of every node it scores).
+	ControllerUID types.UID
 
 	RequiredAffinity      []AffinityTerm
 	RequiredAntiAffinity  []AffinityTerm
@@ -328,6 +333,9 @@ func NewPodInfo(pod *v1.Pod) *PodInfo {
 	pi.NonZeroCPU, pi.NonZeroMemory = nz.MilliCPU, nz.Memory
 	if pod.Spec.Priority != nil {
 		pi.Priority = *pod.Spec.Priority
+	}
+	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil {
+		pi.ControllerUID = ref.UID
 	}
 	if a := pod.Spec.Affinity; a != nil {
 		var err error

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -56,9 +55,7 @@ func (SelectorSpread) PreScore(_ context.Context, state *framework.CycleState, p
 		return framework.NewStatus(framework.Skip)
 	}
 	s := &selectorSpreadState{zones: make(map[string]string, len(nodes))}
-	if ref := metav1.GetControllerOf(pod.Pod); ref != nil {
-		s.owner = ref.UID
-	}
+	s.owner = pod.ControllerUID
 	if snap.ServiceSelectors != nil {
 		s.selectors = snap.ServiceSelectors(pod.Pod)
 	}
@@ -72,14 +69,13 @@ func (SelectorSpread) PreScore(_ context.Context, state *framework.CycleState, p
 	return nil
 }
 
-func (s *selectorSpreadState) selects(ns string, p *v1.Pod) bool {
-	if p.Namespace != ns || p.DeletionTimestamp != nil {
+func (s *selectorSpreadState) selects(ns string, pi *framework.PodInfo) bool {
+	p := pi.Pod
+	if p.DeletionTimestamp != nil || p.Namespace != ns {
 		return false
 	}
-	if s.owner != "" {
-		if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == s.owner {
-			return true
-		}
+	if s.owner != "" && pi.ControllerUID == s.owner {
+		return true
 	}
 	for _, sel := range s.selectors {
 		if sel.Matches(labels.Set(p.Labels)) {
@@ -98,7 +94,7 @@ func (SelectorSpread) Score(_ context.Context, state *framework.CycleState, pod 
 	}
 	var n int64
 	for _, p := range node.Pods {
-		if s.selects(pod.Pod.Namespace, p.Pod) {
+		if s.selects(pod.Pod.Namespace, p) {
 			n++
 		}
 	}

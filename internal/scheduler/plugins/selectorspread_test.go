@@ -26,6 +26,10 @@ func TestSelectorSpread(t *testing.T) {
 		mkPod("s3", podOnNode("b1"), ownedBy("1")),
 		mkPod("o1", podOnNode("b1"), ownedBy("2")),
 		mkPod("o2", podOnNode("nozone"), ownedBy("2")),
+		// owned by the same ReplicaSet but not as its controller: no sibling
+		mkPod("n1", podOnNode("a2"), func(p *v1.Pod) {
+			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "rs-1"}}
+		}),
 	}
 	tests := []struct {
 		name string
