@@ -3,8 +3,10 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/nftables"
@@ -14,11 +16,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TableName is the proxy's own table (family ip); the proxy never touches
-// any other.
+// TableName is the proxy's shared table (family ip): masquerading and the
+// no-endpoint checks. The services' dispatch maps and chains live in
+// Shards tables named TableName-00, TableName-01, …; the proxy never
+// touches any other table.
+//
+// Sharding bounds the kernel's work per transaction: a commit that adds
+// jumps, gotos or NAT rules re-validates the whole jump graph of every
+// table it touched (nf_tables_validate walks only tables whose
+// validate_state is NEED), so an incremental change pays for its own
+// shard, about 1/Shards of the services, not for all of them.
 const TableName = "skiff-proxy"
 
-// Names of the fixed chains and maps of the table.
+// Shards is how many tables hold the services (by a hash of the
+// Service's key).
+const Shards = 16
+
+// ShardTable is the name of the table that holds the service with key
+// "namespace/name".
+func ShardTable(key string) string { return shardName(shardOf(key)) }
+
+func shardOf(key string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % Shards)
+}
+
+func shardName(i int) string { return fmt.Sprintf("%s-%02d", TableName, i) }
+
+// isProxyTable reports whether name is the shared table or a shard.
+func isProxyTable(name string) bool {
+	return name == TableName || strings.HasPrefix(name, TableName+"-")
+}
+
+// Names of the fixed chains and maps of the tables.
 const (
 	chainServices    = "services"
 	chainCheck       = "endpoints-check"
@@ -29,16 +60,11 @@ const (
 	mapNodePorts     = "service-nodeports"
 	mapNoEndpointIPs = "no-endpoint-services"
 	mapNoEndpointNPs = "no-endpoint-nodeports"
-	// mapChoice holds every balancing decision: (random index, chain id)
-	// -> endpoint chain. One shared map instead of an anonymous map per
-	// service: the kernel names anonymous sets by scanning all the
-	// table's sets, which makes a full sync quadratic.
-	mapChoice      = "endpoint-choice"
-	masqMark       = 0x4000
-	elementsPerMsg = 256
+	masqMark         = 0x4000
+	elementsPerMsg   = 256
 )
 
-// Applier programs a Model into the table through netlink, one
+// Applier programs a Model into the tables through netlink, one
 // transaction per Apply.
 type Applier struct {
 	netns   int
@@ -55,19 +81,24 @@ func NewApplier(netnsFD int) *Applier { return &Applier{netns: netnsFD} }
 // Resync makes the next Apply a full one (after a failed transaction).
 func (a *Applier) Resync() { a.synced = false }
 
+// table is one table of the transaction: its chains and maps by name.
+type table struct {
+	t     *nftables.Table
+	chain map[string]*nftables.Chain
+	maps  map[string]*nftables.Set
+}
+
 // batch is one transaction being built.
 type batch struct {
-	c     *nftables.Conn
-	t     *nftables.Table
-	msgs  int
-	maps  map[string]*nftables.Set
-	err   error
-	chain map[string]*nftables.Chain
+	c      *nftables.Conn
+	msgs   int
+	err    error
+	shared *table
+	shards [Shards]*table
 }
 
 func (a *Applier) newBatch() (*batch, error) {
-	b := &batch{t: &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4},
-		chain: map[string]*nftables.Chain{}}
+	b := &batch{}
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
 		// The whole batch is one datagram, so the send buffer must hold
 		// it; and nftables v0.3 asks the kernel to acknowledge every
@@ -89,25 +120,62 @@ func (a *Applier) newBatch() (*batch, error) {
 	b.c = c
 	ipKey := nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
 	npKey := nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
-	b.maps = map[string]*nftables.Set{}
-	for name, key := range map[string]nftables.SetDatatype{mapServiceIPs: ipKey, mapNoEndpointIPs: ipKey, mapNodePorts: npKey, mapNoEndpointNPs: npKey} {
-		b.maps[name] = &nftables.Set{Table: b.t, Name: name, IsMap: true, Concatenation: true, KeyType: key, DataType: nftables.TypeVerdict}
+	newTable := func(name string, maps map[string]nftables.SetDatatype) *table {
+		t := &table{t: &nftables.Table{Name: name, Family: nftables.TableFamilyIPv4},
+			chain: map[string]*nftables.Chain{}, maps: map[string]*nftables.Set{}}
+		for m, key := range maps {
+			t.maps[m] = &nftables.Set{Table: t.t, Name: m, IsMap: true, Concatenation: true, KeyType: key, DataType: nftables.TypeVerdict}
+		}
+		return t
+	}
+	b.shared = newTable(TableName, map[string]nftables.SetDatatype{mapNoEndpointIPs: ipKey, mapNoEndpointNPs: npKey})
+	for i := range b.shards {
+		b.shards[i] = newTable(shardName(i), map[string]nftables.SetDatatype{mapServiceIPs: ipKey, mapNodePorts: npKey})
 	}
 	return b, nil
 }
 
-func (b *batch) ch(name string) *nftables.Chain {
-	c, ok := b.chain[name]
+// tables is the shared table, then the shards.
+func (b *batch) tables() []*table { return append([]*table{b.shared}, b.shards[:]...) }
+
+func (t *table) ch(name string) *nftables.Chain {
+	c, ok := t.chain[name]
 	if !ok {
-		c = &nftables.Chain{Name: name, Table: b.t}
-		b.chain[name] = c
+		c = &nftables.Chain{Name: name, Table: t.t}
+		t.chain[name] = c
 	}
 	return c
 }
 
-func (b *batch) addRule(chain string, exprs ...expr.Any) {
+// mapNames is the table's dispatch maps, in a fixed order.
+func (t *table) mapNames() []string {
+	var out []string
+	for _, name := range []string{mapServiceIPs, mapNoEndpointIPs, mapNodePorts, mapNoEndpointNPs} {
+		if _, ok := t.maps[name]; ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func (b *batch) addRule(t *table, chain string, exprs ...expr.Any) {
 	b.msgs++
-	b.c.AddRule(&nftables.Rule{Table: b.t, Chain: b.ch(chain), Exprs: exprs})
+	b.c.AddRule(&nftables.Rule{Table: t.t, Chain: t.ch(chain), Exprs: exprs})
+}
+
+func (b *batch) addChain(t *table, name string) {
+	b.c.AddChain(t.ch(name))
+	b.msgs++
+}
+
+func (b *batch) flushChain(t *table, name string) {
+	b.c.FlushChain(t.ch(name))
+	b.msgs++
+}
+
+func (b *batch) delChain(t *table, name string) {
+	b.c.DelChain(t.ch(name))
+	b.msgs++
 }
 
 func (b *batch) addSet(s *nftables.Set, elems []nftables.SetElement) {
@@ -117,14 +185,14 @@ func (b *batch) addSet(s *nftables.Set, elems []nftables.SetElement) {
 	}
 }
 
-func (b *batch) elements(set string, elems []nftables.SetElement, add bool) {
+func (b *batch) elements(s *nftables.Set, elems []nftables.SetElement, add bool) {
 	for len(elems) > 0 {
 		n := min(len(elems), elementsPerMsg)
 		var err error
 		if add {
-			err = b.c.SetAddElements(b.maps[set], elems[:n])
+			err = b.c.SetAddElements(s, elems[:n])
 		} else {
-			err = b.c.SetDeleteElements(b.maps[set], elems[:n])
+			err = b.c.SetDeleteElements(s, elems[:n])
 		}
 		if err != nil && b.err == nil {
 			b.err = err
@@ -145,7 +213,7 @@ func (b *batch) flush() error {
 }
 
 // Apply programs m. The first Apply (and the one after Resync) reconciles
-// the whole table with m in one transaction without deleting it, so
+// all the tables with m in one transaction without deleting them, so
 // established connections (kept by conntrack) and unchanged services see
 // no gap; later ones rewrite only the services whose entry in m is not
 // the one applied last time.
@@ -176,92 +244,144 @@ func maps(m Model) Model {
 	return out
 }
 
-// full rewrites every chain and map of the table in one transaction.
-func (a *Applier) full(b *batch, m Model) error {
-	existingChains := map[string]bool{}
-	existingSets := map[string]bool{}
-	if _, err := b.c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4); err == nil {
-		chains, err := b.c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return fmt.Errorf("proxy: list chains: %w", err)
+// existing is what the kernel has of one table.
+type existing struct {
+	table  bool
+	chains map[string]bool
+	sets   map[string]bool
+}
+
+// list reads which of the proxy's tables exist and their chains and
+// named sets.
+func (b *batch) list() (map[string]*existing, error) {
+	out := map[string]*existing{}
+	tables, err := b.c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("proxy: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if isProxyTable(t.Name) {
+			out[t.Name] = &existing{table: true, chains: map[string]bool{}, sets: map[string]bool{}}
 		}
-		for _, c := range chains {
-			if c.Table.Name == TableName {
-				existingChains[c.Name] = true
-			}
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	chains, err := b.c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: list chains: %w", err)
+	}
+	for _, c := range chains {
+		if e := out[c.Table.Name]; e != nil {
+			e.chains[c.Name] = true
 		}
-		sets, err := b.c.GetSets(b.t)
+	}
+	for name, e := range out {
+		sets, err := b.c.GetSets(&nftables.Table{Name: name, Family: nftables.TableFamilyIPv4})
 		if err != nil {
-			return fmt.Errorf("proxy: list sets: %w", err)
+			return nil, fmt.Errorf("proxy: list sets of %s: %w", name, err)
 		}
 		for _, s := range sets {
 			if !s.Anonymous {
-				existingSets[s.Name] = true
+				e.sets[s.Name] = true
 			}
 		}
-	} else if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("proxy: list table: %w", err)
 	}
-	b.c.AddTable(b.t)
+	return out, nil
+}
+
+// full reconciles every table with m in one transaction.
+func (a *Applier) full(b *batch, m Model) error {
+	have, err := b.list()
+	if err != nil {
+		return err
+	}
+	none := &existing{chains: map[string]bool{}, sets: map[string]bool{}}
+	if e := have[TableName]; e != nil && e.sets[mapServiceIPs] {
+		// the single-table layout of earlier versions: replace it (its
+		// services move to the shards in this same transaction)
+		b.c.DelTable(b.shared.t)
+		b.msgs++
+		have[TableName] = none
+	}
+	var byShard [Shards][]*Service
+	for k, svc := range m {
+		i := shardOf(k)
+		byShard[i] = append(byShard[i], svc)
+	}
+	var add dispatch
+	for k, svc := range m {
+		add.collect(b, svc, b.shards[shardOf(k)])
+	}
+	b.reconcile(b.shared, have[TableName], none, nil, sharedChainNames(), &add)
+	for i, t := range b.shards {
+		b.reconcile(t, have[t.t.Name], none, byShard[i], shardChainNames(), &add)
+	}
+	return b.flush()
+}
+
+// reconcile writes table t (which the kernel has as e, or not at all)
+// with the services svcs and the fixed chains static.
+func (b *batch) reconcile(t *table, e, none *existing, svcs []*Service, static []string, add *dispatch) {
+	if e == nil {
+		e = none
+	}
+	b.c.AddTable(t.t)
 	b.msgs++
 	// maps and sets first: rules refer to them
-	for _, name := range []string{mapServiceIPs, mapNoEndpointIPs, mapNodePorts, mapNoEndpointNPs} {
-		b.addSet(b.maps[name], nil)
-		if existingSets[name] {
-			b.c.FlushSet(b.maps[name])
+	for _, name := range t.mapNames() {
+		b.addSet(t.maps[name], nil)
+		if e.sets[name] {
+			b.c.FlushSet(t.maps[name])
 			b.msgs++
 		}
 	}
-	for _, svc := range m {
+	for _, svc := range svcs {
 		for name, timeout := range svc.AffinitySets {
-			if !existingSets[name] { // keep the clients it remembers
-				b.addSet(affinitySet(b.t, name, timeout), nil)
+			if !e.sets[name] { // keep the clients it remembers
+				b.addSet(affinitySet(t.t, name, timeout), nil)
 			}
 		}
 	}
 	// every chain exists before any rule jumps to it
-	b.staticChains()
-	for _, svc := range m {
+	b.staticChains(t)
+	for _, svc := range svcs {
 		for name := range svc.Chains {
-			if !existingChains[name] {
-				b.c.AddChain(b.ch(name))
-				b.msgs++
+			if !e.chains[name] {
+				b.addChain(t, name)
 			}
 		}
 	}
 	// chain names are content-addressed (see BuildService): a chain the
 	// table already has holds the wanted rules and stays as it is
 	keep := map[string]bool{}
-	for _, svc := range m {
+	for _, svc := range svcs {
 		for name := range svc.Chains {
-			if existingChains[name] {
+			if e.chains[name] {
 				keep[name] = true
 			}
 		}
 	}
-	for name := range existingChains {
+	for name := range e.chains {
 		if !keep[name] {
-			b.c.FlushChain(b.ch(name))
-			b.msgs++
+			b.flushChain(t, name)
 		}
 	}
-	b.staticRules()
-	var add dispatch
-	for _, svc := range m {
+	b.staticRules(t)
+	for _, svc := range svcs {
 		for name, rules := range svc.Chains {
 			if !keep[name] {
-				b.rules(name, rules)
+				b.rules(t, name, rules)
 			}
 		}
-		add.collect(svc)
 	}
-	add.emit(b, true)
+	add.emit(b, t, true)
 	// what the table has that m does not: flushed above, deleted now
 	wantChains, wantSets := map[string]bool{}, map[string]bool{}
-	for _, name := range staticChainNames() {
+	for _, name := range static {
 		wantChains[name] = true
 	}
-	for _, svc := range m {
+	for _, svc := range svcs {
 		for name := range svc.Chains {
 			wantChains[name] = true
 		}
@@ -269,27 +389,30 @@ func (a *Applier) full(b *batch, m Model) error {
 			wantSets[name] = true
 		}
 	}
-	for name := range existingChains {
+	for name := range e.chains {
 		if !wantChains[name] {
-			b.c.DelChain(b.ch(name))
+			b.delChain(t, name)
+		}
+	}
+	for name := range e.sets {
+		if _, isMap := t.maps[name]; !isMap && !wantSets[name] {
+			b.c.DelSet(&nftables.Set{Table: t.t, Name: name})
 			b.msgs++
 		}
 	}
-	for name := range existingSets {
-		if _, isMap := b.maps[name]; !isMap && !wantSets[name] {
-			b.c.DelSet(&nftables.Set{Table: b.t, Name: name})
-			b.msgs++
-		}
-	}
-	return b.flush()
 }
 
 // incremental rewrites the services whose entry changed since the last
-// Apply.
+// Apply, each in its shard.
 func (a *Applier) incremental(b *batch, m Model) error {
 	var del, add dispatch
-	var staleChains, staleSets []string
+	type ref struct {
+		t    *table
+		name string
+	}
+	var staleChains, staleSets []ref
 	type rewrite struct {
+		t     *table
 		name  string
 		rules []Rule
 		flush bool
@@ -302,6 +425,7 @@ func (a *Applier) incremental(b *batch, m Model) error {
 			continue
 		}
 		changed++
+		t := b.shards[shardOf(k)]
 		if old == nil {
 			old = &Service{}
 		}
@@ -310,48 +434,47 @@ func (a *Applier) incremental(b *batch, m Model) error {
 		}
 		for name, timeout := range cur.AffinitySets {
 			if _, ok := old.AffinitySets[name]; !ok {
-				b.addSet(affinitySet(b.t, name, timeout), nil)
+				b.addSet(affinitySet(t.t, name, timeout), nil)
 			}
 		}
 		for name, rules := range cur.Chains {
 			prev, ok := old.Chains[name]
 			switch {
 			case !ok:
-				b.c.AddChain(b.ch(name))
-				b.msgs++
-				rewrites = append(rewrites, rewrite{name: name, rules: rules})
+				b.addChain(t, name)
+				rewrites = append(rewrites, rewrite{t: t, name: name, rules: rules})
 			case !rulesEqual(prev, rules):
-				rewrites = append(rewrites, rewrite{name: name, rules: rules, flush: true})
+				rewrites = append(rewrites, rewrite{t: t, name: name, rules: rules, flush: true})
 			}
 		}
 		for name := range old.Chains {
 			if _, ok := cur.Chains[name]; !ok {
-				staleChains = append(staleChains, name)
+				staleChains = append(staleChains, ref{t, name})
 			}
 		}
 		for name := range old.AffinitySets {
 			if _, ok := cur.AffinitySets[name]; !ok {
-				staleSets = append(staleSets, name)
+				staleSets = append(staleSets, ref{t, name})
 			}
 		}
 		for ip, v := range old.IPs {
 			if nv, ok := cur.IPs[ip]; !ok || nv != v {
-				del.ip(ip, v)
+				del.ip(b, t, ip, v)
 			}
 		}
 		for ip, v := range cur.IPs {
 			if ov, ok := old.IPs[ip]; !ok || ov != v {
-				add.ip(ip, v)
+				add.ip(b, t, ip, v)
 			}
 		}
 		for np, v := range old.NodePorts {
 			if nv, ok := cur.NodePorts[np]; !ok || nv != v {
-				del.np(np, v)
+				del.np(b, t, np, v)
 			}
 		}
 		for np, v := range cur.NodePorts {
 			if ov, ok := old.NodePorts[np]; !ok || ov != v {
-				add.np(np, v)
+				add.np(b, t, np, v)
 			}
 		}
 	}
@@ -360,23 +483,24 @@ func (a *Applier) incremental(b *batch, m Model) error {
 	}
 	for _, r := range rewrites {
 		if r.flush {
-			b.c.FlushChain(b.ch(r.name))
-			b.msgs++
+			b.flushChain(r.t, r.name)
 		}
-		b.rules(r.name, r.rules)
+		b.rules(r.t, r.name, r.rules)
 	}
-	del.emit(b, false)
-	add.emit(b, true)
-	for _, name := range staleChains {
-		b.c.FlushChain(b.ch(name))
-		b.msgs++
+	for _, t := range b.tables() {
+		del.emit(b, t, false)
 	}
-	for _, name := range staleChains {
-		b.c.DelChain(b.ch(name))
-		b.msgs++
+	for _, t := range b.tables() {
+		add.emit(b, t, true)
 	}
-	for _, name := range staleSets {
-		b.c.DelSet(&nftables.Set{Table: b.t, Name: name})
+	for _, r := range staleChains {
+		b.flushChain(r.t, r.name)
+	}
+	for _, r := range staleChains {
+		b.delChain(r.t, r.name)
+	}
+	for _, r := range staleSets {
+		b.c.DelSet(&nftables.Set{Table: r.t.t, Name: r.name})
 		b.msgs++
 	}
 	return b.flush()
@@ -402,19 +526,21 @@ func rulesEqual(a, b []Rule) bool {
 	})
 }
 
-// dispatch collects map elements per map.
+// dispatch collects map elements per table and map: gotos to a
+// service's chains go to its shard's maps, rejects and drops to the
+// shared table's no-endpoint maps.
 type dispatch struct {
-	elems map[string][]nftables.SetElement
+	elems map[*table]map[string][]nftables.SetElement
 	seen  map[string]bool
 }
 
-func (d *dispatch) put(set string, key []byte, v Verdict) {
+func (d *dispatch) put(t *table, set string, key []byte, v Verdict) {
 	if d.elems == nil {
-		d.elems, d.seen = map[string][]nftables.SetElement{}, map[string]bool{}
+		d.elems, d.seen = map[*table]map[string][]nftables.SetElement{}, map[string]bool{}
 	}
 	// two services claiming one destination (a shared external IP): the
 	// first keeps it, as a duplicate would fail the whole transaction
-	k := set + "/" + string(key)
+	k := t.t.Name + "/" + set + "/" + string(key)
 	if d.seen[k] {
 		return
 	}
@@ -428,40 +554,43 @@ func (d *dispatch) put(set string, key []byte, v Verdict) {
 	case Drop:
 		verdict = &expr.Verdict{Kind: expr.VerdictDrop}
 	}
-	d.elems[set] = append(d.elems[set], nftables.SetElement{Key: key, VerdictData: verdict})
+	if d.elems[t] == nil {
+		d.elems[t] = map[string][]nftables.SetElement{}
+	}
+	d.elems[t][set] = append(d.elems[t][set], nftables.SetElement{Key: key, VerdictData: verdict})
 }
 
-func (d *dispatch) ip(k IPPort, v Verdict) {
+func (d *dispatch) ip(b *batch, shard *table, k IPPort, v Verdict) {
 	a := k.IP.As4()
 	key := []byte{a[0], a[1], a[2], a[3], k.Proto, 0, 0, 0, byte(k.Port >> 8), byte(k.Port), 0, 0}
-	set := mapServiceIPs
-	if v.Kind != Goto {
-		set = mapNoEndpointIPs
+	if v.Kind == Goto {
+		d.put(shard, mapServiceIPs, key, v)
+	} else {
+		d.put(b.shared, mapNoEndpointIPs, key, v)
 	}
-	d.put(set, key, v)
 }
 
-func (d *dispatch) np(k NodePort, v Verdict) {
+func (d *dispatch) np(b *batch, shard *table, k NodePort, v Verdict) {
 	key := []byte{k.Proto, 0, 0, 0, byte(k.Port >> 8), byte(k.Port), 0, 0}
-	set := mapNodePorts
-	if v.Kind != Goto {
-		set = mapNoEndpointNPs
+	if v.Kind == Goto {
+		d.put(shard, mapNodePorts, key, v)
+	} else {
+		d.put(b.shared, mapNoEndpointNPs, key, v)
 	}
-	d.put(set, key, v)
 }
 
-func (d *dispatch) collect(s *Service) {
+func (d *dispatch) collect(b *batch, s *Service, shard *table) {
 	for k, v := range s.IPs {
-		d.ip(k, v)
+		d.ip(b, shard, k, v)
 	}
 	for k, v := range s.NodePorts {
-		d.np(k, v)
+		d.np(b, shard, k, v)
 	}
 }
 
-func (d *dispatch) emit(b *batch, add bool) {
-	for _, set := range []string{mapServiceIPs, mapNoEndpointIPs, mapNodePorts, mapNoEndpointNPs} {
-		b.elements(set, d.elems[set], add)
+func (d *dispatch) emit(b *batch, t *table, add bool) {
+	for _, set := range t.mapNames() {
+		b.elements(t.maps[set], d.elems[t][set], add)
 	}
 }
 
@@ -470,30 +599,37 @@ func affinitySet(t *nftables.Table, name string, timeout time.Duration) *nftable
 		HasTimeout: true, Timeout: timeout, Dynamic: true}
 }
 
-func staticChainNames() []string {
-	return []string{"nat-prerouting", "nat-output", "nat-postrouting", "filter-input", "filter-forward", "filter-output",
-		chainServices, chainCheck, chainMark, chainMasquerade, chainReject}
+func sharedChainNames() []string {
+	return []string{"nat-postrouting", "filter-input", "filter-forward", "filter-output", chainCheck, chainMasquerade, chainReject}
 }
 
-// staticChains adds the base chains (hooks) and the fixed regular chains.
-func (b *batch) staticChains() {
+func shardChainNames() []string {
+	return []string{"nat-prerouting", "nat-output", chainServices, chainMark}
+}
+
+// staticChains adds t's base chains (hooks) and fixed regular chains.
+func (b *batch) staticChains(t *table) {
 	base := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) {
-		c := b.ch(name)
+		c := t.ch(name)
 		c.Type, c.Hooknum, c.Priority = typ, hook, prio
-		b.c.AddChain(c)
-		b.msgs++
+		b.addChain(t, name)
 	}
 	dstnat, srcnat := nftables.ChainPriorityNATDest, nftables.ChainPriorityNATSource
 	filter := nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 10)
+	if t == b.shared {
+		base("nat-postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, srcnat)
+		base("filter-input", nftables.ChainTypeFilter, nftables.ChainHookInput, filter)
+		base("filter-forward", nftables.ChainTypeFilter, nftables.ChainHookForward, filter)
+		base("filter-output", nftables.ChainTypeFilter, nftables.ChainHookOutput, filter)
+		for _, name := range []string{chainCheck, chainMasquerade, chainReject} {
+			b.addChain(t, name)
+		}
+		return
+	}
 	base("nat-prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, dstnat)
 	base("nat-output", nftables.ChainTypeNAT, nftables.ChainHookOutput, dstnat)
-	base("nat-postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, srcnat)
-	base("filter-input", nftables.ChainTypeFilter, nftables.ChainHookInput, filter)
-	base("filter-forward", nftables.ChainTypeFilter, nftables.ChainHookForward, filter)
-	base("filter-output", nftables.ChainTypeFilter, nftables.ChainHookOutput, filter)
-	for _, name := range []string{chainServices, chainCheck, chainMark, chainMasquerade, chainReject} {
-		b.c.AddChain(b.ch(name))
-		b.msgs++
+	for _, name := range []string{chainServices, chainMark} {
+		b.addChain(t, name)
 	}
 }
 
@@ -504,35 +640,46 @@ func ne32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
 // dispatchExprs are `ip daddr . meta l4proto . th dport vmap @set` and
 // `fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport
 // vmap @set`.
-func (b *batch) dispatchExprs() {
-	for _, chain := range []string{chainServices, chainCheck} {
-		ipMap, npMap := mapServiceIPs, mapNodePorts
-		if chain == chainCheck {
-			ipMap, npMap = mapNoEndpointIPs, mapNoEndpointNPs
-		}
-		b.addRule(chain,
+// In a shard the chain is services with its maps, in the shared table
+// endpoints-check with the no-endpoint maps.
+func (b *batch) dispatchExprs(t *table) {
+	chain, ipMap, npMap := chainServices, mapServiceIPs, mapNodePorts
+	if t == b.shared {
+		chain, ipMap, npMap = chainCheck, mapNoEndpointIPs, mapNoEndpointNPs
+	}
+	{
+		b.addRule(t, chain,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
 			&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Lookup{SourceRegister: 1, SetName: ipMap, SetID: b.maps[ipMap].ID, DestRegister: 0, IsDestRegSet: true},
+			&expr.Lookup{SourceRegister: 1, SetName: ipMap, SetID: t.maps[ipMap].ID, DestRegister: 0, IsDestRegSet: true},
 		)
-		b.addRule(chain,
+		b.addRule(t, chain,
 			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(unix.RTN_LOCAL)},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Lookup{SourceRegister: 1, SetName: npMap, SetID: b.maps[npMap].ID, DestRegister: 0, IsDestRegSet: true},
+			&expr.Lookup{SourceRegister: 1, SetName: npMap, SetID: t.maps[npMap].ID, DestRegister: 0, IsDestRegSet: true},
 		)
 	}
 }
 
-// staticRules writes the fixed chains' rules.
-func (b *batch) staticRules() {
-	b.addRule("nat-prerouting", jump(chainServices))
-	b.addRule("nat-output", jump(chainServices))
-	b.addRule("nat-postrouting", jump(chainMasquerade))
+// staticRules writes t's fixed chains' rules.
+func (b *batch) staticRules(t *table) {
+	b.dispatchExprs(t)
+	if t != b.shared {
+		b.addRule(t, "nat-prerouting", jump(chainServices))
+		b.addRule(t, "nat-output", jump(chainServices))
+		// meta mark set meta mark | 0x4000
+		b.addRule(t, chainMark,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^uint32(masqMark)), Xor: ne32(masqMark)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+		return
+	}
+	b.addRule(t, "nat-postrouting", jump(chainMasquerade))
 	ctNew := []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(expr.CtStateBitNEW), Xor: ne32(0)},
@@ -540,73 +687,67 @@ func (b *batch) staticRules() {
 		jump(chainCheck),
 	}
 	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
-		b.addRule(c, ctNew...)
+		b.addRule(t, c, ctNew...)
 	}
-	b.dispatchExprs()
-	// meta mark set meta mark | 0x4000
-	b.addRule(chainMark,
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^uint32(masqMark)), Xor: ne32(masqMark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
 	// meta mark & 0x4000 == 0 return; meta mark set meta mark ^ 0x4000; masquerade
-	b.addRule(chainMasquerade,
+	b.addRule(t, chainMasquerade,
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(masqMark), Xor: ne32(0)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(0)},
 		&expr.Verdict{Kind: expr.VerdictReturn})
-	b.addRule(chainMasquerade,
+	b.addRule(t, chainMasquerade,
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^uint32(0)), Xor: ne32(masqMark)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 		&expr.Masq{})
-	b.addRule(chainReject,
+	b.addRule(t, chainReject,
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
-	b.addRule(chainReject, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}) // port unreachable
+	b.addRule(t, chainReject, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}) // port unreachable
 }
 
 // rules writes one service-owned chain's rules.
-func (b *batch) rules(chain string, rules []Rule) {
+func (b *batch) rules(t *table, chain string, rules []Rule) {
 	for _, r := range rules {
 		switch r.Kind {
 		case RuleMasq:
-			b.addRule(chain, jump(chainMark))
+			b.addRule(t, chain, jump(chainMark))
 		case RuleHairpin:
 			a := r.IP.As4()
-			b.addRule(chain,
+			b.addRule(t, chain,
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
 				jump(chainMark))
 		case RuleAffinityCheck:
-			b.addRule(chain,
+			b.addRule(t, chain,
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 				&expr.Lookup{SourceRegister: 1, SetName: r.Set},
 				&expr.Verdict{Kind: expr.VerdictGoto, Chain: r.Target})
 		case RuleAffinityUpdate:
-			b.addRule(chain,
+			b.addRule(t, chain,
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 				&expr.Dynset{SrcRegKey: 1, SetName: r.Set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: r.Timeout})
 		case RuleGoto:
-			b.addRule(chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: r.Target})
+			b.addRule(t, chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: r.Target})
 		case RuleBalance:
 			// Like iptables' statistic chains: rule i draws its own
 			// random number and matches with probability 1/(N-i), which
 			// makes every target equally likely, with no set to name or
 			// validate per service.
-			for i, t := range r.Targets {
+			for i, target := range r.Targets {
 				if i == len(r.Targets)-1 {
-					b.addRule(chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: t})
+					b.addRule(t, chain, &expr.Verdict{Kind: expr.VerdictGoto, Chain: target})
 					break
 				}
-				b.addRule(chain,
+				b.addRule(t, chain,
 					&expr.Numgen{Register: 1, Modulus: uint32(len(r.Targets) - i), Type: unix.NFT_NG_RANDOM},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(0)},
-					&expr.Verdict{Kind: expr.VerdictGoto, Chain: t})
+					&expr.Verdict{Kind: expr.VerdictGoto, Chain: target})
 			}
 		case RuleDNAT:
 			a := r.IP.As4()
-			b.addRule(chain,
+			b.addRule(t, chain,
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.Proto}},
 				&expr.Immediate{Register: 1, Data: a[:]},
@@ -616,17 +757,25 @@ func (b *batch) rules(chain string, rules []Rule) {
 	}
 }
 
-// Cleanup deletes the proxy's table (and nothing else).
+// Cleanup deletes the proxy's tables (and nothing else).
 func (a *Applier) Cleanup() error {
 	b, err := a.newBatch()
 	if err != nil {
 		return err
 	}
 	a.applied, a.synced = nil, false
-	if _, err := b.c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4); err != nil {
-		return nil // no table
+	tables, err := b.c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return fmt.Errorf("proxy: list tables: %w", err)
 	}
-	b.c.DelTable(b.t)
-	b.msgs++
+	for _, t := range tables {
+		if isProxyTable(t.Name) {
+			b.c.DelTable(t)
+			b.msgs++
+		}
+	}
+	if b.msgs == 0 {
+		return nil
+	}
 	return b.flush()
 }

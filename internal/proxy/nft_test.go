@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -176,7 +177,7 @@ func TestApplierTraffic(t *testing.T) {
 	}
 	// another restart: the chains are kept as they are (same rule handles)
 	listChain := func() string {
-		return run(t, "ip", "netns", "exec", strings.TrimPrefix(node, "/run/netns/"), "nft", "-a", "list", "chain", "ip", TableName, svcChain)
+		return run(t, "ip", "netns", "exec", strings.TrimPrefix(node, "/run/netns/"), "nft", "-a", "list", "chain", "ip", ShardTable("default/web"), svcChain)
 	}
 	before := listChain()
 	again := NewApplier(openNS(t, node))
@@ -317,5 +318,47 @@ func TestApplierSharedExternalIP(t *testing.T) {
 	// a duplicate destination must not fail the whole transaction
 	if err := a.Apply(Build([]*corev1.Service{x, y}, nil, "n1")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A proxy upgraded from the single-table layout replaces the old table.
+func TestApplierReplacesSingleTable(t *testing.T) {
+	node, pod := podNetwork(t)
+	serveHTTP(t, pod, "10.99.0.2:8080", "hello from pod")
+	old := `table ip skiff-proxy {
+	map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }
+	chain svc-old { tcp dport 80 dnat to 10.99.0.9:8080; }
+	chain services { ip daddr . meta l4proto . th dport vmap @service-ips; }
+	chain nat-prerouting { type nat hook prerouting priority dstnat; jump services; }
+	chain nat-output { type nat hook output priority -100; jump services; }
+}
+add element ip skiff-proxy service-ips { 10.43.0.10 . tcp . 80 : goto svc-old }
+`
+	f := filepath.Join(t.TempDir(), "old.nft")
+	if err := os.WriteFile(f, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "netns", "exec", strings.TrimPrefix(node, "/run/netns/"), "nft", "-f", f)
+	a := NewApplier(openNS(t, node))
+	t.Cleanup(func() { _ = a.Cleanup() })
+	svc := service("web", "10.43.0.10", corev1.ServiceTypeClusterIP, port("http", 80, 0))
+	ready := slice("web", "http", 8080, ep("10.99.0.2", "n1", true, false))
+	if err := a.Apply(Build([]*corev1.Service{svc}, []*discoveryv1.EndpointSlice{ready}, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(node, "http://10.43.0.10/"); err != nil || body != "hello from pod" {
+		t.Fatalf("through the ClusterIP: %q, %v\n%s", body, err, nftList(t, node))
+	}
+	shared := run(t, "ip", "netns", "exec", strings.TrimPrefix(node, "/run/netns/"), "nft", "list", "table", "ip", TableName)
+	for _, gone := range []string{"svc-old", "service-ips", "nat-prerouting"} {
+		if strings.Contains(shared, gone) {
+			t.Errorf("the shared table still has %s:\n%s", gone, shared)
+		}
+	}
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if rules := nftList(t, node); strings.Contains(rules, TableName) {
+		t.Errorf("after Cleanup:\n%s", rules)
 	}
 }

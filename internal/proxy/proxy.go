@@ -1,5 +1,5 @@
 // Package proxy is skiff's service proxy: it watches Services and
-// EndpointSlices and programs the node's nftables table `ip skiff-proxy`
+// EndpointSlices and programs the node's nftables tables `ip skiff-proxy*`
 // so that ClusterIPs, NodePorts and LoadBalancer IPs reach the services'
 // endpoints (see docs/architecture.md, "Service proxy").
 package proxy
@@ -84,7 +84,7 @@ func New(cfg Config) (*Proxy, error) {
 // Ready is closed after the first successful sync.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
-// Cleanup removes the proxy's table; call it after Run returned, when the
+// Cleanup removes the proxy's tables; call it after Run returned, when the
 // proxy is being removed from the node.
 func (p *Proxy) Cleanup() error { return p.applier.Cleanup() }
 
