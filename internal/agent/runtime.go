@@ -99,17 +99,27 @@ type ContainerStatus struct {
 	Started, Ready *bool
 }
 
-// Back-off of container restarts, as the kubelet's: 10 s doubling up to
-// 5 min.
+// Back-off of container restarts, as the kubelet's: the first exit
+// restarts the container at once, the next ones wait 10 s doubling up to
+// 5 min; a container that ran for RestartBackoffReset (twice the maximum,
+// when the kubelet's back-off entry expires) restarts at once again.
 const (
-	RestartBackoffBase = 10 * time.Second
-	RestartBackoffMax  = 5 * time.Minute
+	RestartBackoffBase  = 10 * time.Second
+	RestartBackoffMax   = 5 * time.Minute
+	RestartBackoffReset = 2 * RestartBackoffMax
 )
 
 // RestartBackoff is how long a container that exited after restartCount
-// restarts waits before it starts again (CrashLoopBackOff).
-func RestartBackoff(restartCount int32) time.Duration {
-	return min(RestartBackoffBase<<min(restartCount, 10), RestartBackoffMax)
+// restarts, having run for ran, waits before it starts again
+// (CrashLoopBackOff meanwhile). Unlike the kubelet, which keeps its
+// back-off in memory, it is computed from the restart count alone, so
+// after a reset the next quick exit waits as long as the count says
+// instead of 10 s.
+func RestartBackoff(restartCount int32, ran time.Duration) time.Duration {
+	if restartCount <= 0 || ran > RestartBackoffReset {
+		return 0
+	}
+	return min(RestartBackoffBase<<min(restartCount-1, 10), RestartBackoffMax)
 }
 
 // ShouldRestart says whether a container that exited with exitCode

@@ -96,7 +96,11 @@ func (r *Runtime) SyncPod(ctx context.Context, p *corev1.Pod) (*agent.PodStatus,
 			if !agent.ShouldRestart(p.Spec.RestartPolicy, cur.ExitCode) {
 				return
 			}
-			delay := agent.RestartBackoff(int32(cur.Metadata.Attempt))
+			var ran time.Duration // none if it never started (StartError)
+			if cur.StartedAt > 0 {
+				ran = time.Duration(cur.FinishedAt - cur.StartedAt)
+			}
+			delay := agent.RestartBackoff(int32(cur.Metadata.Attempt), ran)
 			if until := time.Unix(0, cur.FinishedAt).Add(delay); now.Before(until) {
 				waiting[c.Name] = agent.CrashLoopBackOff(p, c.Name, delay)
 				r.event(p, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", c.Name, p.Name, p.Namespace, p.UID)

@@ -205,7 +205,7 @@ func (r *Runtime) SyncPod(_ context.Context, p *corev1.Pod) (*agent.PodStatus, e
 				if code != 0 {
 					cur.Reason = "Error"
 				}
-				delay := agent.RestartBackoff(cur.RestartCount)
+				delay := agent.RestartBackoff(cur.RestartCount, end.Sub(cur.StartedAt))
 				cur.backoffUntil = end.Add(delay)
 			} else {
 				wake(end)

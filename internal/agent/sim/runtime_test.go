@@ -44,11 +44,12 @@ func TestExitAfter(t *testing.T) {
 			{0, agent.ContainerRunning, 0, "", 2 * time.Second},
 			{3 * time.Second, agent.ContainerExited, 0, "", 0},
 		}},
-		{"OnFailure with 1 restarts after back-off", corev1.RestartPolicyOnFailure, "1", []step{
+		{"OnFailure with 1 restarts at once, then after back-off", corev1.RestartPolicyOnFailure, "1", []step{
 			{0, agent.ContainerRunning, 0, "", 2 * time.Second},
-			{2 * time.Second, agent.ContainerExited, 0, "CrashLoopBackOff", 10 * time.Second},
-			{10 * time.Second, agent.ContainerRunning, 1, "", 2 * time.Second},
-			{2 * time.Second, agent.ContainerExited, 1, "CrashLoopBackOff", 20 * time.Second},
+			{2 * time.Second, agent.ContainerRunning, 1, "", 2 * time.Second},
+			{2 * time.Second, agent.ContainerExited, 1, "CrashLoopBackOff", 10 * time.Second},
+			{10 * time.Second, agent.ContainerRunning, 2, "", 2 * time.Second},
+			{2 * time.Second, agent.ContainerExited, 2, "CrashLoopBackOff", 20 * time.Second},
 		}},
 		{"Always restarts", corev1.RestartPolicyAlways, "0", []step{
 			{0, agent.ContainerRunning, 0, "", 2 * time.Second},
