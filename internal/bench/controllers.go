@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,6 +41,13 @@ type ControllersConfig struct {
 	AgentQPS float64
 	// Timeout bounds each wait (nodes Ready, all pods Running).
 	Timeout time.Duration
+	// ProfileDir, when set, makes the server serve pprof on loopback and
+	// the benchmark save CPU profiles of the server over consecutive
+	// ProfileInterval windows while pods start (cpu-000.pprof, ...)
+	// and a heap profile once all run (heap.pprof) there.
+	ProfileDir string
+	// ProfileInterval is the length of each CPU profile (default 30 s).
+	ProfileInterval time.Duration
 	// Progress receives progress lines.
 	Progress io.Writer
 }
@@ -87,7 +95,21 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	defer os.RemoveAll(dir)
 
 	fmt.Fprintf(cfg.Progress, "starting skiff server (cluster CIDR %s)...\n", cfg.ClusterCIDR)
-	srv, kubeconfig, err := startServerChild(ctx, bin, dir, "--cluster-cidr", cfg.ClusterCIDR, "--node-cidr-mask-size", "24")
+	serverArgs := []string{"--cluster-cidr", cfg.ClusterCIDR, "--node-cidr-mask-size", "24"}
+	profileURL := ""
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return Result{}, err
+		}
+		port, err := freePort()
+		if err != nil {
+			return Result{}, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		serverArgs = append(serverArgs, "--profile-listen", addr)
+		profileURL = "http://" + addr + "/debug/pprof/"
+	}
+	srv, kubeconfig, err := startServerChild(ctx, bin, dir, serverArgs...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -118,12 +140,16 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	}
 
 	total := cfg.Deployments * cfg.Replicas
-	var running atomic.Int64
+	var running, bound atomic.Int64
 	allRunning := make(chan struct{})
 	var closed atomic.Bool
 	isRunning := func(obj any) bool {
 		p, ok := obj.(*corev1.Pod)
 		return ok && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil
+	}
+	isBound := func(obj any) bool {
+		p, ok := obj.(*corev1.Pod)
+		return ok && p.Spec.NodeName != "" && p.DeletionTimestamp == nil
 	}
 	count := func(delta int64) {
 		if running.Add(delta) >= int64(total) && closed.CompareAndSwap(false, true) {
@@ -134,11 +160,15 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	podInf := factory.Core().V1().Pods().Informer()
 	if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
+			if isBound(obj) {
+				bound.Add(1)
+			}
 			if isRunning(obj) {
 				count(1)
 			}
 		},
 		UpdateFunc: func(old, cur any) {
+			bound.Add(int64(b2i(isBound(cur)) - b2i(isBound(old))))
 			switch was, is := isRunning(old), isRunning(cur); {
 			case !was && is:
 				count(1)
@@ -149,6 +179,9 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 		DeleteFunc: func(obj any) {
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
+			}
+			if isBound(obj) {
+				bound.Add(-1)
 			}
 			if isRunning(obj) {
 				count(-1)
@@ -166,6 +199,15 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 
 	fmt.Fprintf(cfg.Progress, "creating %d Deployments × %d replicas (%d pods)...\n", cfg.Deployments, cfg.Replicas, total)
 	start := time.Now()
+	profCtx, stopProf := context.WithCancel(ctx)
+	defer stopProf()
+	profDone := make(chan struct{})
+	go func() {
+		defer close(profDone)
+		if profileURL != "" {
+			collectCPUProfiles(profCtx, profileURL, cfg.ProfileDir, cfg.ProfileInterval, cfg.Progress)
+		}
+	}()
 	if _, _, err := parallel(cfg.Deployments, 8, func(i int) error {
 		_, err := client.AppsV1().Deployments(controllersNamespace).Create(ctx, benchDeployment(i, cfg.Replicas), metav1.CreateOptions{})
 		return err
@@ -174,15 +216,19 @@ func Controllers(ctx context.Context, cfg ControllersConfig) (Result, error) {
 	}
 	fmt.Fprintf(cfg.Progress, "created %d Deployments in %.1f s\n", cfg.Deployments, time.Since(start).Seconds())
 	timeout := time.After(cfg.Timeout)
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
+	var lastBound, lastRunning int64
 wait:
 	for {
 		select {
 		case <-allRunning:
 			break wait
 		case <-tick.C:
-			fmt.Fprintf(cfg.Progress, "%6.0f s: %d/%d pods Running\n", time.Since(start).Seconds(), running.Load(), total)
+			b, r := bound.Load(), running.Load()
+			fmt.Fprintf(cfg.Progress, "%6.0f s: %d/%d pods bound (+%d in 10 s), %d Running (+%d)\n",
+				time.Since(start).Seconds(), b, total, b-lastBound, r, r-lastRunning)
+			lastBound, lastRunning = b, r
 			if srv.exited() || agent.exited() {
 				return Result{}, fmt.Errorf("a child exited; server log:\n%s\nagent log:\n%s", srv.tail(), agent.tail())
 			}
@@ -195,6 +241,13 @@ wait:
 	allRunningAfter := time.Since(start)
 	fmt.Fprintf(cfg.Progress, "all %d pods Running after %.1f s; measuring the steady state for %s...\n", total, allRunningAfter.Seconds(), cfg.Steady)
 	stopInf() // the benchmark's own watch is no load the cluster would have
+	stopProf()
+	<-profDone
+	if profileURL != "" {
+		if err := saveProfile(ctx, profileURL+"heap", filepath.Join(cfg.ProfileDir, "heap.pprof")); err != nil {
+			fmt.Fprintf(cfg.Progress, "heap profile: %v\n", err)
+		}
+	}
 
 	cpu, err := steadyCPU(ctx, cfg.Steady, srv.pid(), agent.pid())
 	if err != nil {
@@ -313,4 +366,57 @@ func benchDeployment(i, replicas int) *appsv1.Deployment {
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "skiff.local/busybox:latest",
 					Command: []string{"sleep", "3600"}}}}}},
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// collectCPUProfiles saves CPU profiles of the process serving pprof at
+// base over consecutive windows of interval into dir until ctx ends (the
+// window in progress then is lost).
+func collectCPUProfiles(ctx context.Context, base, dir string, interval time.Duration, progress io.Writer) {
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		path := filepath.Join(dir, fmt.Sprintf("cpu-%03d.pprof", i))
+		url := fmt.Sprintf("%sprofile?seconds=%d", base, int(interval.Seconds()))
+		if err := saveProfile(ctx, url, path); err != nil {
+			if ctx.Err() == nil {
+				fmt.Fprintf(progress, "cpu profile %s: %v\n", path, err)
+			}
+			_ = os.Remove(path)
+			return
+		}
+		fmt.Fprintf(progress, "saved %s\n", path)
+	}
+}
+
+// saveProfile GETs url into path.
+func saveProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -172,6 +172,8 @@ goes to stderr; one JSON object with --json.`,
 	fs.StringVar(&cfg.ClusterCIDR, "cluster-cidr", "", "the server's --cluster-cidr (default: 10.42.0.0/16 up to 256 nodes, else 10.0.0.0/N with a /24 per node)")
 	fs.Float64Var(&cfg.AgentQPS, "agent-qps", 0, "the agent's --kube-api-qps (0: its default for the number of nodes)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "how long to wait for the nodes and for all pods to run")
+	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "save CPU profiles of the server (pprof, consecutive --profile-interval windows while pods start) and its heap once all run into this directory")
+	fs.DurationVar(&cfg.ProfileInterval, "profile-interval", 30*time.Second, "length of each CPU profile with --profile-dir")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	if err := parse(fs, args); err != nil {
 		return bench.Result{}, err

@@ -46,6 +46,8 @@ type serverFlags struct {
 	loadBalancerPool           string
 	dnsListen, clusterDomain   string
 	clusterDNSIP               string
+
+	profileListen string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
@@ -79,6 +81,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.apiAudiences, "api-audiences", "", "comma-separated audiences the API server accepts in service-account tokens and gives token requests without any (default: the issuer)")
 	fs.DurationVar(&f.saMaxTokenExpiration, "service-account-max-token-expiration", 0, "longest lifetime a token request gets; longer requests are cut to it (0: no limit)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.profileListen, "profile-listen", "", "plain-HTTP address (host:port, port 0 picks one and logs it) serving Go's pprof profiles of this process at /debug/pprof/ (empty: none); no authentication, so keep it on loopback")
 }
 
 func (f *serverFlags) config(e *env) (server.Config, error) {
@@ -138,6 +141,9 @@ and logs why. Tests and control-plane-only servers pass --disable-agent.`,
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := serveProfiles(ctx, f.profileListen, cfg.Logger); err != nil {
 		return err
 	}
 	if f.disableAgent {
