@@ -136,7 +136,7 @@ func Up(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		res, err := finish(ctx, cfg, pr, l, false)
 		if err != nil {
-			return nil, fmt.Errorf("%w\nThe cluster is still running: skiff status shows its state, skiff down stops it.", err)
+			return nil, fmt.Errorf("%w\nthe cluster is still running: %s status%s shows its state, %s down%s stops it", err, cfg.Command, dirFlag(dir), cfg.Command, dirFlag(dir))
 		}
 		res.Reused = true
 		printResult(cfg.Out, res, time.Since(started))

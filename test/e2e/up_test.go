@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -143,7 +144,7 @@ func TestUp(t *testing.T) {
 	if purge := skiff(t, time.Minute, "down", "--purge", "--data-dir", dir); purge.ExitCode != 0 {
 		t.Errorf("skiff down --purge: %s", purge)
 	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("skiff down --purge left %s: %v", dir, err)
 	}
 }
