@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/json"
 	"fmt"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
@@ -59,7 +60,13 @@ func applyPatch(pt types.PatchType, current, patch []byte, schemaObj runtime.Obj
 	return nil, apierrors.NewGenericServerResponse(415, "patch", schema.GroupResource{}, "", fmt.Sprintf("the patch content type %q is not supported: use application/json-patch+json, application/merge-patch+json or application/strategic-merge-patch+json", string(pt)), 0, false)
 }
 
+// toJSON returns a merge patch's body as JSON: JSON as it is (what clients
+// send; converting it through YAML cost a third of each status patch),
+// YAML converted.
 func toJSON(b []byte) ([]byte, error) {
+	if json.Valid(b) {
+		return b, nil
+	}
 	js, err := yaml.YAMLToJSON(b)
 	if err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("the patch is not valid JSON or YAML: %v", err))

@@ -68,3 +68,24 @@ func asAPIStatus(err error, target *apierrors.APIStatus) bool {
 	}
 	return ok
 }
+
+func TestToJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		wantErr        bool
+	}{
+		{"json passes unchanged", `{"status":{"phase":"Running"}, "b":1}`, `{"status":{"phase":"Running"}, "b":1}`, false},
+		{"yaml converted", "status:\n  phase: Running\n", `{"status":{"phase":"Running"}}`, false},
+		{"neither", "a: [", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := toJSON([]byte(tc.in))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if !tc.wantErr && string(got) != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
