@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-sh/skiff/internal/containerd"
 	"github.com/skiff-sh/skiff/internal/lab"
 	"github.com/skiff-sh/skiff/test/e2e/framework"
 )
@@ -133,7 +132,7 @@ func TestUp(t *testing.T) {
 	if down.ExitCode != 0 {
 		t.Fatalf("skiff down: %s", down)
 	}
-	checkNothingLeft(t, before, dir, name, inodes, st)
+	checkNothingLeft(t, before, dir, inodes, st)
 	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second); err == nil {
 		c.Close()
 		t.Errorf("%s still accepts after skiff down", url)
@@ -207,7 +206,7 @@ func TestUpInterrupted(t *testing.T) {
 	if !strings.Contains(stderr.String(), "interrupted; nothing is left running") {
 		t.Errorf("stderr does not say it tore down: %s", stderr.String())
 	}
-	checkNothingLeft(t, before, dir, name, inodes, st)
+	checkNothingLeft(t, before, dir, inodes, st)
 }
 
 // host is what a cluster must not leave on the host: routes and nftables
@@ -230,21 +229,13 @@ func nftTables(t *testing.T) string {
 	return string(out)
 }
 
-// checkNothingLeft fails the test if the cluster of name in dir left a
+// checkNothingLeft fails the test if the cluster in dir left a
 // network namespace, a host route or nftables table, a mount below dir, a
 // process in its namespaces or one that names dir, a containerd registry
 // entry or its state file.
-func checkNothingLeft(t *testing.T, before host, dir, name string, inodes map[uint64]bool, st lab.State) {
+func checkNothingLeft(t *testing.T, before host, dir string, inodes map[uint64]bool, st lab.State) {
 	t.Helper()
-	netns, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatalf("ip netns list: %v", err)
-	}
-	for _, line := range strings.Split(string(netns), "\n") {
-		if strings.HasPrefix(line, "skiff-"+name+"-") {
-			t.Errorf("left network namespace %s", line)
-		}
-	}
+	framework.CheckLabGone(t, st) // namespaces, mounts below dir, registry entries
 	for _, r := range hostRoutes(t) {
 		if !before.routes[r] {
 			t.Errorf("left a host route: %s", r)
@@ -253,12 +244,6 @@ func checkNothingLeft(t *testing.T, before host, dir, name string, inodes map[ui
 	if after := nftTables(t); after != before.tables {
 		t.Errorf("host nftables tables changed:\nbefore:\n%s\nafter:\n%s", before.tables, after)
 	}
-	mounts, _ := os.ReadFile("/proc/self/mounts")
-	for _, line := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-			t.Errorf("left a mount: %s", line)
-		}
-	}
 	if pids := lab.ProcessesIn(inodes); len(pids) > 0 {
 		t.Errorf("left processes in the cluster's network namespaces: %v", pids)
 	}
@@ -266,11 +251,6 @@ func checkNothingLeft(t *testing.T, before host, dir, name string, inodes map[ui
 	for _, p := range procs {
 		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(dir)) {
 			t.Errorf("left process %s: %s", filepath.Base(filepath.Dir(p)), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
-		}
-	}
-	for _, n := range st.Nodes {
-		if _, err := os.Lstat(filepath.Join(containerd.DefaultRegistryDir, n.Name+".sock")); err == nil {
-			t.Errorf("left %s in the containerd registry", n.Name)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, lab.StateFile)); err == nil {

@@ -113,23 +113,29 @@ func (l *Lab) printLogs(t testing.TB) {
 
 // checkGone fails the test if a namespace, mount or registry entry of the
 // lab is left after Down.
-func (l *Lab) checkGone(t testing.TB, name string) {
+func (l *Lab) checkGone(t testing.TB, _ string) { CheckLabGone(t, l.State()) }
+
+// CheckLabGone fails the test if a network namespace, a mount below its
+// directory or a containerd registry entry of the lab st is left (after
+// Down, skiff lab down or skiff down).
+func CheckLabGone(t testing.TB, st lab.State) {
+	t.Helper()
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
 		t.Errorf("ip netns list: %v", err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "skiff-"+name+"-") {
+		if strings.HasPrefix(line, "skiff-"+st.Name+"-") {
 			t.Errorf("lab down left network namespace %s", line)
 		}
 	}
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	for _, line := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], l.dir+"/") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], st.Dir+"/") {
 			t.Errorf("lab down left a mount: %s", line)
 		}
 	}
-	for _, n := range l.State().Nodes {
+	for _, n := range st.Nodes {
 		if _, err := os.Lstat(filepath.Join(containerd.DefaultRegistryDir, n.Name+".sock")); err == nil {
 			t.Errorf("lab down left %s in the containerd registry", n.Name)
 		}
