@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -153,7 +154,7 @@ func (pr *prober) run(ctx context.Context, p *corev1.Pod, c *corev1.Container, i
 		} else {
 			oks, fails = 0, fails+1
 			pr.r.log.Debug("probe failed", "pod", p.Namespace+"/"+p.Name, "container", c.Name, "probe", kind, "err", err)
-			pr.r.event(p, corev1.EventTypeWarning, "Unhealthy", "%s%s probe failed: %v", strings.ToUpper(kind[:1]), kind[1:], err)
+			pr.r.event(p, corev1.EventTypeWarning, "Unhealthy", "%s", probeFailedMessage(kind, err))
 		}
 		ps.mu.Lock()
 		switch kind {
@@ -193,6 +194,27 @@ func seconds(n, def int32) time.Duration {
 	return time.Duration(n) * time.Second
 }
 
+// execError is an exec action's non-zero exit.
+type execError struct {
+	code   int32
+	output string // stdout then stderr
+}
+
+func (e *execError) Error() string {
+	return fmt.Sprintf("exit code %d: %s", e.code, strings.TrimSpace(e.output))
+}
+
+// probeFailedMessage is the Unhealthy event's message for a failed probe
+// of kind ("liveness", ...), as the kubelet words it: an exec probe's is
+// the command's output, as it printed it.
+func probeFailedMessage(kind string, err error) string {
+	var ee *execError
+	if errors.As(err, &ee) {
+		return fmt.Sprintf("%s%s probe failed: %s", strings.ToUpper(kind[:1]), kind[1:], ee.output)
+	}
+	return fmt.Sprintf("%s%s probe failed: %v", strings.ToUpper(kind[:1]), kind[1:], err)
+}
+
 // probe runs a probe once: nil means success.
 func (pr *prober) probe(ctx context.Context, _ *corev1.Pod, c *corev1.Container, id, podIP string, probe *corev1.Probe) error {
 	h := probe.ProbeHandler
@@ -216,7 +238,7 @@ func (r *Runtime) action(ctx context.Context, c *corev1.Container, id, podIP str
 			return err
 		}
 		if resp.ExitCode != 0 {
-			return fmt.Errorf("exit code %d: %s", resp.ExitCode, strings.TrimSpace(string(resp.Stdout)+string(resp.Stderr)))
+			return &execError{code: resp.ExitCode, output: string(resp.Stdout) + string(resp.Stderr)}
 		}
 		return nil
 	case tcp != nil:

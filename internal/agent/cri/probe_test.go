@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,5 +48,26 @@ func TestHTTPProbe(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: %v, want ok=%v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+func TestProbeFailedMessage(t *testing.T) {
+	cases := []struct {
+		name, kind string
+		err        error
+		want       string
+	}{
+		{"exec: the output as printed", "liveness", &execError{code: 1, output: "cat: can't open '/tmp/healthy': No such file or directory\n"},
+			"Liveness probe failed: cat: can't open '/tmp/healthy': No such file or directory\n"},
+		{"exec without output", "startup", &execError{code: 1}, "Startup probe failed: "},
+		{"stdout then stderr", "readiness", &execError{code: 2, output: "out\nerr\n"}, "Readiness probe failed: out\nerr\n"},
+		{"http", "liveness", errors.New("HTTP probe failed with statuscode: 500"), "Liveness probe failed: HTTP probe failed with statuscode: 500"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := probeFailedMessage(tc.kind, tc.err); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
