@@ -22,7 +22,8 @@ import (
 // It covers: names (svc.ns, the FQDN and svc) and the spread over all
 // replicas, NodePort on every node's IP, the LoadBalancer's IP (from the
 // lab pool; a pod reaches it through its node's proxy), ExternalName as a
-// CNAME, headless A records, a pod whose readiness fails leaving the
+// CNAME, headless A records (and a StatefulSet pod's hostname.service
+// name, SRV for a named port), a pod whose readiness fails leaving the
 // traffic, scale to zero refusing connections at once, and the client
 // node's agent (which runs the proxy) killed with SIGKILL and restarted
 // while a pod loops through the service.
@@ -72,13 +73,19 @@ func TestServiceNetworking(t *testing.T) {
 		return l.MustKubectl(t, k, "exec", "-n", ns, "client", "--", "/testserver", "dns", typ, name)
 	}
 
-	t.Run("ClusterIPByName", func(t *testing.T) {
-		// The pods became ready one by one and the client's proxy syncs
-		// at most once a second: wait until it has all three.
+	// allThree waits until the client reaches all three replicas: pods
+	// become ready one by one and the client's proxy syncs at most once a
+	// second, so kubectl rollout status can return before it has them.
+	allThree := func(t *testing.T) {
+		t.Helper()
 		poll(t, "the client's proxy balances over the 3 replicas", 30*time.Second, func() (bool, string) {
 			_, s := get("-n", "15", "-min", "0", "http://web."+ns+"/")
-			return len(s.pods) == 3, s.line
+			return len(s.pods) == 3 && s.fail == 0, s.line
 		})
+	}
+
+	t.Run("ClusterIPByName", func(t *testing.T) {
+		allThree(t)
 		_, s := get("-n", "60", "-min", "60", "http://web."+ns+"/")
 		t.Logf("60 requests to web.%s from %s: %s", ns, clientNode.Name, s.line)
 		if s.fail != 0 || len(s.pods) != 3 {
@@ -153,12 +160,34 @@ func TestServiceNetworking(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("headless A records %v, want the pods' IPs %v", got, want)
 		}
+
+		// SRV for the named port of the ClusterIP service
+		srv := dnsQuery("SRV", "_http._tcp.web."+ns+".svc.cluster.local")
+		if !strings.Contains(srv, " 80 web."+ns+".svc.cluster.local.\n") {
+			t.Errorf("SRV _http._tcp.web: want port 80 at web.%s.svc.cluster.local., got:\n%s", ns, srv)
+		}
+
+		// a StatefulSet pod's <hostname>.<service> name
+		l.MustKubectl(t, k, "rollout", "status", "-n", ns, "statefulset/db", "--timeout=120s")
+		ip := strings.TrimSpace(l.MustKubectl(t, k, "get", "pod", "-n", ns, "db-1", "-o", "jsonpath={.status.podIP}"))
+		poll(t, "db-1.db."+ns+".svc.cluster.local has db-1's IP", 30*time.Second, func() (bool, string) {
+			out := dnsQuery("A", "db-1.db."+ns+".svc.cluster.local")
+			return strings.Contains(out, "A "+ip+"\n"), out
+		})
+		if out, s := get("-n", "3", "-min", "3", "http://db-1.db:8080/"); s.fail != 0 || s.pods["db-1"] != 3 {
+			t.Errorf("http://db-1.db:8080/ should answer from db-1:\n%s", out)
+		}
 	})
 
 	t.Run("ReadinessFailure", func(t *testing.T) {
 		bad := webPods(t, l, k, ns)[0]
 		l.MustKubectl(t, k, "exec", "-n", ns, bad.name, "--", "touch", "/tmp/fail")
 		l.MustKubectl(t, k, "wait", "-n", ns, "--for=condition=Ready=false", "pod/"+bad.name, "--timeout=60s")
+		poll(t, "the not-ready pod's endpoint is not ready in the EndpointSlice", 30*time.Second, func() (bool, string) {
+			out := l.MustKubectl(t, k, "get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web",
+				"-o", `jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready}{"\n"}{end}`)
+			return strings.Contains(out, bad.name+"=false\n"), out
+		})
 		poll(t, "the not-ready pod leaves the proxy's rules", 30*time.Second, func() (bool, string) {
 			_, s := get("-n", "10", "-min", "0", "http://web/")
 			return s.pods[bad.name] == 0 && s.ok == 10, s.line
@@ -166,10 +195,12 @@ func TestServiceNetworking(t *testing.T) {
 		_, s := get("-n", "30", "-min", "30", "http://web/")
 		t.Logf("with %s not ready: %s", bad.name, s.line)
 		if s.pods[bad.name] != 0 || s.fail != 0 || len(s.pods) != 2 {
-			t.Errorf("want 30 answers from the 2 ready pods only, got %s", s.line)
+			t.Errorf("want 30 answers from the 2 ready pods only, got %s\npod %s on %s\n%s", s.line, bad.name, bad.node,
+				l.MustKubectl(t, k, "get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web", "-o", "yaml"))
 		}
 		l.MustKubectl(t, k, "exec", "-n", ns, bad.name, "--", "rm", "/tmp/fail")
 		l.MustKubectl(t, k, "wait", "-n", ns, "--for=condition=Ready", "pod/"+bad.name, "--timeout=60s")
+		allThree(t)
 	})
 
 	t.Run("ScaleToZero", func(t *testing.T) {
@@ -184,6 +215,7 @@ func TestServiceNetworking(t *testing.T) {
 		t.Logf("no endpoints, 3 requests:\n%s", out)
 		l.MustKubectl(t, k, "scale", "-n", ns, "deployment/web", "--replicas=3")
 		l.MustKubectl(t, k, "rollout", "status", "-n", ns, "deployment/web", "--timeout=120s")
+		allThree(t)
 	})
 
 	t.Run("ProxyRestart", func(t *testing.T) {
@@ -214,16 +246,17 @@ spec:
 		if err := l.StartAgent(clientIdx); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("agent of %s killed with SIGKILL and started again after %s", clientNode.Name, time.Since(killed).Round(time.Millisecond))
+		t.Logf("agent of %s killed with SIGKILL at %s and started again after %s", clientNode.Name, killed.UTC().Format(time.RFC3339Nano), time.Since(killed).Round(time.Millisecond))
 		if phase := waitPhase(t, l, k, ns, "looper", 90*time.Second); phase != "Succeeded" {
 			t.Fatalf("looper: phase %s, want Succeeded", phase)
 		}
 		logs := l.MustKubectl(t, k, "logs", "-n", ns, "looper")
+		stamped := l.MustKubectl(t, k, "logs", "--timestamps", "-n", ns, "looper")
 		s := parseGetSummary(t, logs)
 		var fails []string
-		for _, line := range lines(logs) {
-			if strings.HasPrefix(line, "fail ") {
-				fails = append(fails, line)
+		for i, line := range lines(stamped) {
+			if f := strings.Fields(line); len(f) > 1 && f[1] == "fail" {
+				fails = append(fails, fmt.Sprintf("#%d %s", i+1, line))
 			}
 		}
 		t.Logf("%d requests through the proxy restart: %s; failed: %d %q", n, s.line, len(fails), fails)
@@ -300,6 +333,35 @@ metadata: {name: ext}
 spec:
   type: ExternalName
   externalName: web.svcnet.svc.cluster.local
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 8080, name: http}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: skiff.local/testserver:latest
+        imagePullPolicy: Never
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
 ---
 apiVersion: v1
 kind: Pod
