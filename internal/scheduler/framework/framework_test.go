@@ -2,6 +2,7 @@ package framework
 
 import (
 	"context"
+	"maps"
 	"sync/atomic"
 	"testing"
 
@@ -81,6 +82,49 @@ func TestNodeInfoAddRemoveClone(t *testing.T) {
 	}
 	if err := c.RemovePod(p2); err == nil {
 		t.Error("removing an absent pod succeeded")
+	}
+}
+
+func TestNodeInfoControllerPods(t *testing.T) {
+	yes := true
+	pod := func(name, owner string, controller, deleting bool) *v1.Pod {
+		p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(name)}}
+		if owner != "" {
+			ref := metav1.OwnerReference{Kind: "ReplicaSet", Name: owner, UID: types.UID(owner)}
+			if controller {
+				ref.Controller = &yes
+			}
+			p.OwnerReferences = []metav1.OwnerReference{ref}
+		}
+		if deleting {
+			p.DeletionTimestamp = &metav1.Time{}
+		}
+		return p
+	}
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
+	a1, a2, b1 := pod("a1", "rs-a", true, false), pod("a2", "rs-a", true, false), pod("b1", "rs-b", true, false)
+	gone := pod("a3", "rs-a", true, true)
+	notCtl := pod("x", "rs-a", false, false)
+	bare := pod("y", "", false, false)
+	ni := NewNodeInfo(node)
+	for _, p := range []*v1.Pod{a1, a2, b1, gone, notCtl, bare} {
+		ni.AddPod(NewPodInfo(p))
+	}
+	want := map[types.UID]int32{"rs-a": 2, "rs-b": 1}
+	if !maps.Equal(ni.ControllerPods, want) {
+		t.Fatalf("after add: %v, want %v", ni.ControllerPods, want)
+	}
+	c := ni.Clone()
+	for _, p := range []*v1.Pod{a1, b1, gone} {
+		if err := c.RemovePod(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if wantC := map[types.UID]int32{"rs-a": 1}; !maps.Equal(c.ControllerPods, wantC) {
+		t.Errorf("clone after remove: %v, want %v", c.ControllerPods, wantC)
+	}
+	if !maps.Equal(ni.ControllerPods, want) {
+		t.Errorf("original changed by clone: %v", ni.ControllerPods)
 	}
 }
 

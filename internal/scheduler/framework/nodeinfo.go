@@ -2,6 +2,7 @@ package framework
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -29,6 +30,9 @@ type NodeInfo struct {
 	Allocatable Resource
 	// Images maps each image name the node holds to its size in bytes.
 	Images map[string]int64
+	// ControllerPods counts the pods not being deleted by the UID of
+	// their controller (PodInfo.ControllerUID), for spreading.
+	ControllerPods map[types.UID]int32
 	// Generation is set by the cache each time the NodeInfo changes.
 	Generation int64
 }
@@ -93,7 +97,23 @@ func (n *NodeInfo) AddPod(p *PodInfo) {
 	n.update(p, 1)
 }
 
+// countController adds sign to the pod's controller's count.
+func (n *NodeInfo) countController(p *PodInfo, sign int32) {
+	if p.ControllerUID == "" || p.Pod.DeletionTimestamp != nil {
+		return
+	}
+	if n.ControllerPods == nil {
+		n.ControllerPods = map[types.UID]int32{}
+	}
+	if c := n.ControllerPods[p.ControllerUID] + sign; c > 0 {
+		n.ControllerPods[p.ControllerUID] = c
+	} else {
+		delete(n.ControllerPods, p.ControllerUID)
+	}
+}
+
 func (n *NodeInfo) update(p *PodInfo, sign int64) {
+	n.countController(p, int32(sign))
 	if sign > 0 {
 		n.Requested.Add(&p.Requests)
 		n.UsedPorts = append(n.UsedPorts, PodHostPorts(p.Pod)...)
@@ -149,6 +169,7 @@ func (n *NodeInfo) Clone() *NodeInfo {
 		NonZeroRequested:             n.NonZeroRequested.Clone(),
 		Allocatable:                  n.Allocatable.Clone(),
 		Images:                       n.Images,
+		ControllerPods:               maps.Clone(n.ControllerPods),
 		Generation:                   n.Generation,
 	}
 	return c

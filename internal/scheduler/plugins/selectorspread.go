@@ -92,6 +92,11 @@ func (SelectorSpread) Score(_ context.Context, state *framework.CycleState, pod 
 	if s == nil {
 		return 0, nil
 	}
+	if len(s.selectors) == 0 {
+		// Only the controller: the node keeps the count (a controller's
+		// pods share its namespace).
+		return int64(node.ControllerPods[s.owner]), nil
+	}
 	var n int64
 	for _, p := range node.Pods {
 		if s.selects(pod.Pod.Namespace, p) {
