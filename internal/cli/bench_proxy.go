@@ -10,7 +10,8 @@ func benchProxy(ctx context.Context, e *env, args []string) (bench.Result, error
 	var cfg bench.ProxyConfig
 	var asJSON bool
 	fs := newFlagSet(e, "bench proxy", `
-Program the service proxy's nftables table for --services ClusterIP services
+Program the service proxy's nftables tables (ip skiff-proxy and its 16 shards
+ip skiff-proxy-00…15) for --services ClusterIP services
 of --endpoints endpoints each inside a private network namespace (never the
 host's), and measure a full sync, a restart's reconcile, an incremental sync
 (one service's endpoints change) and connect latency through ClusterIPs to a

@@ -9,8 +9,8 @@ import (
 
 func runControllerManager(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "controller-manager", `
-Run skiff's controllers (ReplicaSet, Deployment, garbage collector,
-namespace) against an API server. Several instances may run: they elect a
+Run skiff's controllers (those --controllers names; by default all of them)
+against an API server. Several instances may run: they elect a
 leader through the Lease kube-system/skiff-controller-manager and only the
 leader acts; when it loses the Lease its controllers stop at once.
 'skiff server' runs the same controllers in-process.`, `  skiff controller-manager --kubeconfig /var/lib/skiff/admin.kubeconfig

@@ -125,7 +125,8 @@ kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.
 Unless --disable-agent is given, the server also runs a node agent for this
 machine (as 'skiff agent' with its default flags: the CRI runtime with its own
 containerd, state under DATA_DIR/agent, the CNI bridge skiff0 and the service
-proxy's nftables table in this network namespace), labelled
+proxy's nftables tables ip skiff-proxy and ip skiff-proxy-00…15 in this
+network namespace), labelled
 node-role.kubernetes.io/control-plane, with a node certificate from the
 cluster CA. It needs root and containerd; without them the server runs alone
 and logs why. Tests and control-plane-only servers pass --disable-agent.`,
