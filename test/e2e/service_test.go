@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,6 +126,7 @@ func TestServiceNetworking(t *testing.T) {
 		}
 		if old, ok := kubectlVersion("1.27"); ok {
 			out := l.MustKubectl(t, old, "get", "svc", "-n", ns, "-o", "wide")
+			t.Logf("kubectl 1.27 get svc -o wide:\n%s", out)
 			if row := rowNamed(tableRows(out), "web-lb"); len(row) < 4 || row[3] != ip {
 				t.Errorf("kubectl 1.27 get svc: web-lb row %q, want EXTERNAL-IP %s\n%s", row, ip, out)
 			}
@@ -180,7 +182,16 @@ func TestServiceNetworking(t *testing.T) {
 	})
 
 	t.Run("ReadinessFailure", func(t *testing.T) {
-		bad := webPods(t, l, k, ns)[0]
+		// the replica on the client's node: its proxy's own local endpoint
+		var bad webPod
+		for _, p := range webPods(t, l, k, ns) {
+			if p.node == clientNode.Name {
+				bad = p
+			}
+		}
+		if bad.name == "" {
+			t.Fatalf("no web pod on %s", clientNode.Name)
+		}
 		l.MustKubectl(t, k, "exec", "-n", ns, bad.name, "--", "touch", "/tmp/fail")
 		l.MustKubectl(t, k, "wait", "-n", ns, "--for=condition=Ready=false", "pod/"+bad.name, "--timeout=60s")
 		poll(t, "the not-ready pod's endpoint is not ready in the EndpointSlice", 30*time.Second, func() (bool, string) {
@@ -195,8 +206,9 @@ func TestServiceNetworking(t *testing.T) {
 		_, s := get("-n", "30", "-min", "30", "http://web/")
 		t.Logf("with %s not ready: %s", bad.name, s.line)
 		if s.pods[bad.name] != 0 || s.fail != 0 || len(s.pods) != 2 {
-			t.Errorf("want 30 answers from the 2 ready pods only, got %s\npod %s on %s\n%s", s.line, bad.name, bad.node,
-				l.MustKubectl(t, k, "get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web", "-o", "yaml"))
+			rules, _ := exec.Command("ip", "netns", "exec", clientNode.Netns, "nft", "list", "ruleset").CombinedOutput()
+			t.Errorf("want 30 answers from the 2 ready pods only, got %s\npod %s (%s) on %s\n%s\nnftables of %s:\n%s", s.line, bad.name, bad.ip, bad.node,
+				l.MustKubectl(t, k, "get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web", "-o", "yaml"), clientNode.Name, rules)
 		}
 		l.MustKubectl(t, k, "exec", "-n", ns, bad.name, "--", "rm", "/tmp/fail")
 		l.MustKubectl(t, k, "wait", "-n", ns, "--for=condition=Ready", "pod/"+bad.name, "--timeout=60s")
