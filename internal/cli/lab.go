@@ -33,11 +33,12 @@ func runLabUp(ctx context.Context, e *env, args []string) error {
 Start a multi-node lab on this machine in the background: every node in a
 network namespace of its own (skiff-NAME-n0 …, joined by a bridge in
 skiff-NAME-hub; addresses from --subnet), skiff server in node 0's
-namespace, and skiff agent --runtime=cri with its own containerd and
-host-gw pod routes in every node's. The host reaches the API server only
-through a forwarder on 127.0.0.1; nothing else is added to the host's
-network. Prints KUBECONFIG=<path> once every node is Ready. Needs root and
-Debian's containerd, runc and containernetworking-plugins.
+namespace, and skiff agent --runtime=cri with its own containerd and the
+pod network of --pod-network in every node's. The host reaches the API
+server only through a forwarder on 127.0.0.1; nothing else is added to the
+host's network. Prints KUBECONFIG=<path> once every node is Ready. Needs
+root and Debian's containerd, runc, containernetworking-plugins, iproute2
+and busybox-static.
 'skiff lab down --dir DIR' removes it all.`,
 		`  skiff lab up --dir /var/lib/skiff-lab --nodes 3
   export KUBECONFIG=/var/lib/skiff-lab/kubeconfig; kubectl get nodes -o wide
