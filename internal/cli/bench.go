@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -12,39 +11,40 @@ import (
 // Commit is the git commit skiff was built from, set with -ldflags.
 var Commit = "unknown"
 
-func runBench(ctx context.Context, e *env, args []string) error {
-	scenarios := map[string]func(context.Context, *env, []string) (bench.Result, error){
-		"api":         benchAPI,
-		"startup":     benchStartup,
-		"scheduler":   benchScheduler,
-		"failover":    benchFailover,
-		"controllers": benchControllers,
-		"proxy":       benchProxy,
-		"podstart":    benchPodStart,
-	}
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(e.stderr, "Usage: skiff bench <scenario> [flags] [--json]\n\nScenarios: api, controllers, failover, podstart, proxy, scheduler, startup\nRun 'skiff bench <scenario> --help' for its flags.\n")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return nil
+func benchGroup() *group {
+	return &group{name: "bench", description: `
+Run a benchmark scenario and print its figures as a table, or as one JSON
+object with --json.`,
+		subs: []subcommand{
+			{name: "api", summary: "API server: pod creates, gets, lists and watch delivery with concurrent clients", run: benchScenario(benchAPI)},
+			{name: "controllers", summary: "Deployments rolled out on simulated nodes by the controllers and scheduler", run: benchScenario(benchControllers)},
+			{name: "failover", summary: "controller-manager leader failover between servers sharing an external etcd", run: benchScenario(benchFailover)},
+			{name: "podstart", summary: "pod start latency on one real node (containerd)", run: benchScenario(benchPodStart)},
+			{name: "proxy", summary: "service proxy: programming its nftables tables in a private network namespace", run: benchScenario(benchProxy)},
+			{name: "scheduler", summary: "scheduler throughput, as upstream's scheduler_perf SchedulingBasic", run: benchScenario(benchScheduler)},
+			{name: "startup", summary: "skiff server's time to ready and its idle memory", run: benchScenario(benchStartup)},
+		},
+		example: `  skiff bench api --pods 10000 --json
+  skiff bench scheduler --help`}
+}
+
+// benchScenario runs a scenario and writes its result (as JSON with
+// --json).
+func benchScenario(run func(context.Context, *env, []string) (bench.Result, error)) func(context.Context, *env, []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		res, err := run(ctx, e, args)
+		if err != nil {
+			return err
 		}
-		return usageError{fmt.Errorf("expected a scenario")}
-	}
-	run, ok := scenarios[args[0]]
-	if !ok {
-		return usageError{fmt.Errorf("unknown scenario %q (have: api, controllers, failover, podstart, proxy, scheduler, startup)", args[0])}
-	}
-	res, err := run(ctx, e, args[1:])
-	if err != nil {
-		return err
-	}
-	res.Commit = Commit
-	asJSON := false
-	for _, a := range args {
-		if a == "--json" || a == "-json" {
-			asJSON = true
+		res.Commit = Commit
+		asJSON := false
+		for _, a := range args {
+			if a == "--json" || a == "-json" {
+				asJSON = true
+			}
 		}
+		return res.Write(e.stdout, asJSON)
 	}
-	return res.Write(e.stdout, asJSON)
 }
 
 func benchAPI(ctx context.Context, e *env, args []string) (bench.Result, error) {

@@ -20,11 +20,13 @@ import (
 // Version is skiff's version, set at build time with -ldflags.
 var Version = "dev"
 
-// command is one subcommand.
+// command is one subcommand: run, or for a command group, one of group's
+// subcommands.
 type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, env *env, args []string) error
+	group   *group
 }
 
 // env is what a command writes to.
@@ -34,18 +36,18 @@ type env struct {
 
 func commands() []command {
 	return []command{
-		{"server", "run the control plane (API server on etcd) on this machine", runServer},
-		{"up", "start a local 3-node cluster with a demo app in the background and print how to use it", runUp},
-		{"down", "stop the cluster skiff up started and remove what it made (--purge: its data too)", runDown},
-		{"status", "show the components, nodes and demo app of the cluster skiff up started", runStatus},
-		{"token", "manage bearer tokens for nodes and automation (token create)", runToken},
-		{"bench", "run a benchmark scenario and print its figures (skiff bench --help lists the scenarios)", runBench},
-		{"scheduler", "run the scheduler alone against an API server (--kubeconfig), leader-elected", runScheduler},
-		{"controller-manager", "run the controllers (leader-elected) against an API server", runControllerManager},
-		{"images", "build the test images (busybox, testserver) as OCI archives (images build)", runImages},
-		{"agent", "run a node agent that registers a node and runs its pods (--runtime=sim for simulated nodes)", runAgent},
-		{"lab", "run a multi-node lab on this machine, a network namespace per node (lab up, lab down)", runLab},
-		{"version", "print skiff's version", runVersion},
+		{name: "server", summary: "run the control plane (API server on etcd) on this machine", run: runServer},
+		{name: "up", summary: "start a local 3-node cluster with a demo app in the background and print how to use it", run: runUp},
+		{name: "down", summary: "stop the cluster skiff up started and remove what it made (--purge: its data too)", run: runDown},
+		{name: "status", summary: "show the components, nodes and demo app of the cluster skiff up started", run: runStatus},
+		{name: "token", summary: "manage bearer tokens for nodes and automation (token create)", group: tokenGroup()},
+		{name: "bench", summary: "run a benchmark scenario and print its figures (skiff bench --help lists the scenarios)", group: benchGroup()},
+		{name: "scheduler", summary: "run the scheduler alone against an API server (--kubeconfig), leader-elected", run: runScheduler},
+		{name: "controller-manager", summary: "run the controllers (leader-elected) against an API server", run: runControllerManager},
+		{name: "images", summary: "build the test images (busybox, testserver) as OCI archives (images build)", group: imagesGroup()},
+		{name: "agent", summary: "run a node agent that registers a node and runs its pods (--runtime=sim for simulated nodes)", run: runAgent},
+		{name: "lab", summary: "run a multi-node lab on this machine, a network namespace per node (lab up, lab down)", group: labGroup()},
+		{name: "version", summary: "print skiff's version", run: runVersion},
 	}
 }
 
@@ -90,7 +92,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		klog.SetSlogLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		err := c.run(ctx, &env{stdout: stdout, stderr: stderr}, args[1:])
+		run := c.run
+		if c.group != nil {
+			run = c.group.run
+		}
+		err := run(ctx, &env{stdout: stdout, stderr: stderr}, args[1:])
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}

@@ -15,11 +15,14 @@ import (
 // is built from.
 const skiffModule = "github.com/skiff-sh/skiff"
 
-func runImages(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 || args[0] != "build" {
-		fmt.Fprintf(e.stderr, "Usage: skiff images build [flags]\n\nRun 'skiff images build --help' for its flags.\n")
-		return usageError{fmt.Errorf("expected a subcommand: build")}
-	}
+func imagesGroup() *group {
+	return &group{name: "images", description: "Build the test images and import them into this machine's nodes.",
+		subs: []subcommand{{name: "build", summary: "build skiff.local/busybox and skiff.local/testserver and import them into the nodes' containerd",
+			run: runImagesBuild}},
+		example: `  skiff images build --data-dir /var/lib/skiff`}
+}
+
+func runImagesBuild(ctx context.Context, e *env, args []string) error {
 	var dataDir, out, busybox, testserver, moduleDir, logLevel, sockets string
 	var noImport bool
 	fs := newFlagSet(e, "images build", `
@@ -42,7 +45,7 @@ or into the containerd sockets given with --containerd-socket.`,
 	fs.StringVar(&sockets, "containerd-socket", "", "containerd sockets to import into, comma-separated; empty means every node's this machine runs")
 	fs.BoolVar(&noImport, "no-import", false, "only write the archives")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := newLogger(e.stderr, logLevel)

@@ -10,20 +10,17 @@ import (
 	"github.com/skiff-sh/skiff/internal/lab"
 )
 
-func runLab(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintf(e.stderr, "Usage: skiff lab up|down [flags]\n\nRun 'skiff lab up --help' for its flags.\n")
-		return usageError{fmt.Errorf("expected a subcommand: up or down")}
-	}
-	switch args[0] {
-	case "up":
-		return runLabUp(ctx, e, args[1:])
-	case "down":
-		return runLabDown(ctx, e, args[1:])
-	case "forward":
-		return runLabForward(ctx, e, args[1:])
-	}
-	return usageError{fmt.Errorf("unknown subcommand %q: use up or down", args[0])}
+func labGroup() *group {
+	return &group{name: "lab", description: `
+Run a multi-node cluster on this machine, every node in a network namespace
+of its own with its own containerd (needs root).`,
+		subs: []subcommand{
+			{name: "up", summary: "start a lab in the background and print its KUBECONFIG", run: runLabUp},
+			{name: "down", summary: "stop a lab and remove its namespaces, routes and mounts (--purge: its data too)", run: runLabDown},
+			{name: "forward", hidden: true, run: runLabForward},
+		},
+		example: `  skiff lab up --dir /var/lib/skiff-lab --nodes 3
+  skiff lab down --dir /var/lib/skiff-lab`}
 }
 
 func runLabUp(ctx context.Context, e *env, args []string) error {

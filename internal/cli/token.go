@@ -26,11 +26,13 @@ func randomString(n int) (string, error) {
 	return string(b), nil
 }
 
-func runToken(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 || args[0] != "create" {
-		fmt.Fprintf(e.stderr, "Usage: skiff token create [flags]\n\nRun 'skiff token create --help' for its flags.\n")
-		return usageError{fmt.Errorf("expected a subcommand: create")}
-	}
+func tokenGroup() *group {
+	return &group{name: "token", description: "Manage bearer tokens for nodes joining the cluster and for automation.",
+		subs:    []subcommand{{name: "create", summary: "create a bootstrap token and print it", run: runTokenCreate}},
+		example: `  skiff token create --kubeconfig /var/lib/skiff/admin.kubeconfig --ttl 24h`}
+}
+
+func runTokenCreate(ctx context.Context, e *env, args []string) error {
 	var kubeconfig, description, groups string
 	var ttl time.Duration
 	fs := newFlagSet(e, "token create", `
@@ -43,7 +45,7 @@ a bootstrap-token Secret in kube-system; delete that Secret to revoke it.`,
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid; 0 means it never expires")
 	fs.StringVar(&description, "description", "", "what the token is for, stored with it")
 	fs.StringVar(&groups, "groups", "system:bootstrappers:skiff:default-node-token", "extra comma-separated groups the token's user belongs to")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
