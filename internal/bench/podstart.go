@@ -120,7 +120,7 @@ func PodStart(ctx context.Context, cfg PodStartConfig) (Result, error) {
 	agent, err := startChild("agent", filepath.Join(dir, "agent.log"), bin, "agent", "--runtime=cri", "--kubeconfig", kubeconfig,
 		"--node-name", podStartNode, "--data-dir", filepath.Join(dir, "agent"), "--container-runtime-endpoint", endpoint,
 		"--cni-conf-dir", cniConfDir, "--pod-cidr", podStartCIDR, "--log-level", "warn",
-		"--proxy=false",    // the agent runs in the host's network namespace: leave its nftables alone
+		"--proxy=false", "--pod-network=none", // the agent runs in the host's network namespace: leave its nftables and routes alone
 		"--kubelet-port=0") // nor listen on the host's address
 	if err != nil {
 		return Result{}, err

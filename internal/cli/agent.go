@@ -78,7 +78,7 @@ func (f *agentFlags) register(fs interface {
 	fs.StringVar(&f.containerdBin, "containerd", "containerd", "with --runtime=cri: the containerd binary the agent runs")
 	fs.StringVar(&f.busybox, "busybox", image.DefaultBusybox, "with --runtime=cri: static busybox the sandbox (pause) image is built from")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "", "with --runtime=cri: where the pod network's CNI config is written; empty means the agent's containerd's, or /etc/cni/net.d with --container-runtime-endpoint")
-	fs.BoolVar(&f.proxy, "proxy", true, "with --runtime=cri: run the service proxy, which programs the nftables table 'ip skiff-proxy' of the agent's network namespace (--proxy=false when something else does, or in tests on the host's network)")
+	fs.BoolVar(&f.proxy, "proxy", true, "with --runtime=cri: run the service proxy, which programs the nftables tables ip skiff-proxy and ip skiff-proxy-00…15 of the agent's network namespace (--proxy=false when something else does, or in tests on the host's network)")
 	fs.StringVar(&f.clusterDNS, "cluster-dns", "", "with --runtime=cri: comma-separated IPs of the cluster DNS that pods with dnsPolicy ClusterFirst use; empty means the cluster IP of the service kube-system/kube-dns")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", cri.DefaultClusterDomain, "with --runtime=cri: the cluster's DNS domain (pods search <namespace>.svc.<domain>, svc.<domain> and <domain>)")
 	fs.StringVar(&f.resolvConf, "resolv-conf", cri.DefaultResolvConf, "with --runtime=cri: the resolver configuration pods with dnsPolicy Default get (and whose search domains ClusterFirst pods add)")
@@ -88,10 +88,13 @@ func (f *agentFlags) register(fs interface {
 	fs.IntVar(&f.imageGCHigh, "image-gc-high-threshold", cri.DefaultImageGCHighThreshold, "with --runtime=cri: percent of the image file system's disk usage above which unused images are removed (100 disables)")
 	fs.IntVar(&f.imageGCLow, "image-gc-low-threshold", cri.DefaultImageGCLowThreshold, "with --runtime=cri: percent of disk usage image garbage collection frees down to")
 	fs.StringVar(&f.nodeIP, "node-ip", "", "with --runtime=cri: the node's InternalIP (other nodes route its pods through it); empty means the first non-loopback IPv4 address")
-	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeNone, "with --runtime=cri: how pods reach pods on other nodes: host-gw (routes every other node's pod CIDR via its InternalIP; the nodes share an L2 network), vxlan (through the VXLAN device skiff.vxlan, UDP 4789 to the nodes' InternalIPs; nodes on different networks) or none; both add an unreachable route for --cluster-cidr and a loopback route for --service-cidr and masquerade pod egress leaving the cluster CIDR, in the agent's network namespace")
+	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeHostGW, "with --runtime=cri: "+podNetworkHelp)
 	fs.StringVar(&f.clusterCIDR, "cluster-cidr", nodeipam.DefaultClusterCIDR, "with --pod-network: the cluster's pod range (the server's --cluster-cidr)")
 	fs.StringVar(&f.serviceCIDR, "service-cidr", server.DefaultServiceCIDR, "with --pod-network: the cluster's service range (the server's --service-cidr)")
 }
+
+// podNetworkHelp is the help of the agent's and the server's --pod-network.
+const podNetworkHelp = "how pods reach pods on other nodes: host-gw (routes every other node's pod CIDR via its InternalIP; the nodes share an L2 network), vxlan (through the VXLAN device skiff.vxlan, UDP 4789 to the nodes' InternalIPs; nodes on different networks) or none (no routes; tests and benchmarks whose agent is on the host's network); host-gw and vxlan add an unreachable route for --cluster-cidr and a loopback route for --service-cidr and masquerade pod egress leaving the cluster CIDR, in the agent's network namespace"
 
 func sizeNames() string {
 	return "small, medium, large, xlarge"
@@ -127,8 +130,11 @@ containerd (config, root, state and socket under DATA_DIR/containerd), imports
 its sandbox image skiff.local/pause:latest, and gives pods IPs from the node's
 spec.podCIDR on the bridge skiff0 (CNI plugins from /usr/lib/cni). It needs
 root and Debian's containerd, runc and containernetworking-plugins. It also
-runs the service proxy (nftables table 'ip skiff-proxy' in the agent's network
-namespace) unless --proxy=false.
+runs the service proxy (nftables tables ip skiff-proxy and ip skiff-proxy-00…15
+in the agent's network namespace) unless --proxy=false, and the pod network
+of --pod-network (host-gw by default: routes to the other nodes' pod CIDRs,
+so that pods reach pods on every node; --pod-network=none on the host's
+network in tests).
 'skiff images build' imports the test images into the agent's containerd.`,
 		`  skiff token create --kubeconfig /var/lib/skiff/admin.kubeconfig
   skiff agent --runtime=sim --nodes 100 --server https://127.0.0.1:6443 \
@@ -146,6 +152,9 @@ namespace) unless --proxy=false.
 	case "sim", "cri":
 	default:
 		return usageError{fmt.Errorf("--runtime %q: use cri or sim", f.runtime)}
+	}
+	if err := checkPodNetwork(f.podNetwork); err != nil {
+		return err
 	}
 	if f.nodes <= 0 {
 		return usageError{fmt.Errorf("--nodes must be positive")}
@@ -313,12 +322,8 @@ func runCRIAgent(ctx context.Context, f *agentFlags, client kubernetes.Interface
 // runPodNetwork starts the pod network of --pod-network in the
 // background; it stops with ctx.
 func runPodNetwork(ctx context.Context, f *agentFlags, client kubernetes.Interface, name string, log *slog.Logger) error {
-	switch f.podNetwork {
-	case podnet.ModeNone:
-		return nil
-	case podnet.ModeHostGW, podnet.ModeVXLAN:
-	default:
-		return usageError{fmt.Errorf("--pod-network %q: use host-gw, vxlan or none", f.podNetwork)}
+	if err := checkPodNetwork(f.podNetwork); err != nil || f.podNetwork == podnet.ModeNone {
+		return err
 	}
 	pn, err := podnet.New(podnet.Config{Client: client, NodeName: name, Mode: f.podNetwork, ClusterCIDR: f.clusterCIDR,
 		ServiceCIDR: f.serviceCIDR, Logger: log})
@@ -327,6 +332,15 @@ func runPodNetwork(ctx context.Context, f *agentFlags, client kubernetes.Interfa
 	}
 	go func() { _ = pn.Run(ctx) }()
 	return nil
+}
+
+// checkPodNetwork checks a --pod-network value.
+func checkPodNetwork(mode string) error {
+	switch mode {
+	case podnet.ModeNone, podnet.ModeHostGW, podnet.ModeVXLAN:
+		return nil
+	}
+	return usageError{fmt.Errorf("--pod-network %q: use host-gw, vxlan or none", mode)}
 }
 
 // capacity is a simulated node's resources: --size, then --cpu, --memory

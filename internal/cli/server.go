@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skiff-sh/skiff/internal/agent/podnet"
 	"github.com/skiff-sh/skiff/internal/apiserver"
 	"github.com/skiff-sh/skiff/internal/apiserver/registry/core"
 	"github.com/skiff-sh/skiff/internal/controller/manager"
@@ -27,6 +28,7 @@ type serverFlags struct {
 	hosts, etcdEndpoints      string
 	etcdCA, etcdCert, etcdKey string
 	disableAgent              bool
+	podNetwork                string // the embedded agent's
 	disableScheduler          bool
 	disableControllerManager  bool
 	schedulerConfig           string
@@ -59,6 +61,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, defaultDir string) {
 	fs.StringVar(&f.etcdCert, "etcd-certfile", "", "client certificate for the external etcd")
 	fs.StringVar(&f.etcdKey, "etcd-keyfile", "", "client key for the external etcd")
 	fs.BoolVar(&f.disableAgent, "disable-agent", false, "do not run the node agent of this machine beside the control plane (it needs root and containerd, and programs this network namespace: CNI bridge, nftables)")
+	fs.StringVar(&f.podNetwork, "pod-network", podnet.ModeHostGW, "the embedded node agent's --pod-network (with this server's --cluster-cidr and --service-cidr): "+podNetworkHelp)
 	fs.BoolVar(&f.disableScheduler, "disable-scheduler", false, "do not run the scheduler in this process (run 'skiff scheduler' elsewhere)")
 	fs.BoolVar(&f.disableControllerManager, "disable-controller-manager", false, "do not run the controller manager in this process (run 'skiff controller-manager' elsewhere)")
 	fs.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler configuration file (YAML SchedulerConfiguration)")
@@ -124,16 +127,21 @@ kubeconfig to DATA_DIR/admin.kubeconfig. It is ready when /readyz answers 200.
 
 Unless --disable-agent is given, the server also runs a node agent for this
 machine (as 'skiff agent' with its default flags: the CRI runtime with its own
-containerd, state under DATA_DIR/agent, the CNI bridge skiff0 and the service
-proxy's nftables tables ip skiff-proxy and ip skiff-proxy-00…15 in this
-network namespace), labelled
+containerd, state under DATA_DIR/agent, the CNI bridge skiff0, the service
+proxy's nftables tables ip skiff-proxy and ip skiff-proxy-00…15 and the pod
+network of --pod-network, host-gw by default, with this server's
+--cluster-cidr and --service-cidr, in this network namespace), labelled
 node-role.kubernetes.io/control-plane, with a node certificate from the
-cluster CA. It needs root and containerd; without them the server runs alone
-and logs why. Tests and control-plane-only servers pass --disable-agent.`,
+cluster CA; agents on other machines join with 'skiff agent' and the same
+--pod-network. It needs root and containerd; without them the server runs
+alone and logs why. Tests and control-plane-only servers pass --disable-agent.`,
 		`  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:6443
   kubectl --kubeconfig /var/lib/skiff/admin.kubeconfig get namespaces`)
 	f.register(fs, "/var/lib/skiff")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := checkPodNetwork(f.podNetwork); err != nil {
 		return err
 	}
 	cfg, err := f.config(e)

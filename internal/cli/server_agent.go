@@ -73,16 +73,10 @@ func embeddedAgentMissing() string {
 
 // embeddedAgent runs the CRI agent of this machine against srv.
 func embeddedAgent(ctx context.Context, sf *serverFlags, srv *server.Server, log *slog.Logger) error {
-	var f agentFlags
-	fs := flag.NewFlagSet("embedded agent", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	f.register(fs)
-	if err := fs.Parse(nil); err != nil {
+	f, err := embeddedAgentFlags(sf)
+	if err != nil {
 		return err
 	}
-	f.dataDir = filepath.Join(sf.dataDir, "agent")
-	f.caFile = filepath.Join(sf.dataDir, "pki", pki.CACertFile) // the streaming endpoint admits the API server by it
-	f.clusterCIDR, f.serviceCIDR, f.clusterDomain = sf.clusterCIDR, sf.serviceCIDR, sf.clusterDomain
 	name, err := f.node()
 	if err != nil {
 		return err
@@ -97,6 +91,24 @@ func embeddedAgent(ctx context.Context, sf *serverFlags, srv *server.Server, log
 	}
 	log.Info("starting the embedded node agent", "node", name, "data-dir", f.dataDir)
 	return runCRIAgent(ctx, &f, client, map[string]string{controlPlaneLabel: ""}, nil, log)
+}
+
+// embeddedAgentFlags are the embedded agent's flags: the defaults of 'skiff agent'
+// with the server's data dir, CA, pod network, cluster and
+// service CIDRs and cluster domain.
+func embeddedAgentFlags(sf *serverFlags) (agentFlags, error) {
+	var f agentFlags
+	fs := flag.NewFlagSet("embedded agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f.register(fs)
+	if err := fs.Parse(nil); err != nil {
+		return agentFlags{}, err
+	}
+	f.dataDir = filepath.Join(sf.dataDir, "agent")
+	f.caFile = filepath.Join(sf.dataDir, "pki", pki.CACertFile) // the streaming endpoint admits the API server by it
+	f.podNetwork = sf.podNetwork
+	f.clusterCIDR, f.serviceCIDR, f.clusterDomain = sf.clusterCIDR, sf.serviceCIDR, sf.clusterDomain
+	return f, nil
 }
 
 // nodeRestConfig is a client configuration for node name with a
