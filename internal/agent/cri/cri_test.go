@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	neturl "net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -20,8 +19,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,6 +30,7 @@ import (
 	"github.com/skiff-sh/skiff/internal/agent"
 	"github.com/skiff-sh/skiff/internal/agent/cri"
 	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/containerd/containerdtest"
 	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/image"
 )
@@ -41,169 +39,20 @@ import (
 // test's own network namespace.
 const podCIDR = "10.244.77.0/24"
 
-// needCRI skips the test unless it can run real containers: it needs root
-// and the packages hack/install-deps.sh installs.
-func needCRI(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run containerd and create network namespaces")
-	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip", "nsenter", image.DefaultBusybox,
-		filepath.Join(containerd.DefaultCNIBinDir, "bridge")} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s (hack/install-deps.sh installs it): %v", bin, err)
-		}
-	}
-}
-
-// netns creates a network namespace for the test's containerd, so the
-// pods' bridge and veths never touch the host's network.
-func netns(t *testing.T) string {
-	t.Helper()
-	name := fmt.Sprintf("skiff-cri-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del: %v: %s", err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
-	return "/run/netns/" + name
-}
-
-// startContainerd runs containerd in ns and imports the pause and busybox
-// images into it.
-func startContainerd(t *testing.T, dir, ns string) *containerd.Containerd {
-	t.Helper()
-	c, err := containerd.New(containerd.Config{Dir: filepath.Join(dir, "containerd"), SandboxImage: image.PauseName,
-		NetNS: ns, Logger: controllertest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cleanupPods(t, c.Endpoint())
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			t.Error("containerd did not stop")
-		}
-		unmountUnder(t, dir)
-		// containerd's parent cgroups: removed when empty, kept while
-		// another containerd uses them
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
-		for _, d := range dirs {
-			_ = os.Remove(d)
-		}
-	})
-	select {
-	case <-c.Ready():
-	case err := <-done:
-		t.Fatalf("containerd: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("containerd not ready")
-	}
-	files, err := image.BusyboxFiles(ctx, image.DefaultBusybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pause, err := image.PauseSpec(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := containerd.Importer{Address: c.Endpoint()}
-	for _, spec := range []image.Spec{pause, image.BusyboxSpec(files)} {
-		img, err := image.Build(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		archive := filepath.Join(dir, image.ArchiveFileName(spec.Name))
-		if err := img.WriteArchiveFile(archive); err != nil {
-			t.Fatal(err)
-		}
-		if err := im.Import(ctx, spec.Name, archive); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return c
-}
-
-func criClient(t *testing.T, endpoint string) runtimeapi.RuntimeServiceClient {
-	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return runtimeapi.NewRuntimeServiceClient(conn)
-}
-
-// cleanupPods removes every sandbox containerd still has, so no container,
-// mount or network namespace outlives the test.
-func cleanupPods(t *testing.T, endpoint string) {
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		t.Errorf("cleanup: list sandboxes: %v", err)
-		return
-	}
-	for _, sb := range sbs.Items {
-		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
-			t.Errorf("cleanup: stop sandbox %s: %v", sb.Id, err)
-		}
-		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
-			t.Errorf("cleanup: remove sandbox %s: %v", sb.Id, err)
-		}
-	}
-}
-
-// unmountUnder unmounts what containerd left mounted below dir.
-func unmountUnder(t *testing.T, dir string) {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return
-	}
-	lines := strings.Split(string(b), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		f := strings.Fields(lines[i])
-		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-			t.Logf("unmounting leftover %s", f[1])
-			_ = exec.Command("umount", "-l", f[1]).Run()
-		}
-	}
-}
-
 const nodeName = "cri-node"
 
 // TestCRI runs a real node: containerd in the test's network namespace,
 // the API server, and the agent on the CRI runtime; the subtests run pods
 // on it.
 func TestCRI(t *testing.T) {
-	needCRI(t)
 	dir, err := os.MkdirTemp("", "skiff-cri-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ns := netns(t)
-	ctrd := startContainerd(t, dir, ns)
+	ctrd, ns := containerdtest.Start(t, dir, containerdtest.Options{})
 	_, cs := controllertest.ControlPlane(t)
-	h := &harness{cs: cs, cri: criClient(t, ctrd.Endpoint()), dir: dir, netns: ns, ctrd: ctrd}
+	h := &harness{cs: cs, cri: containerdtest.RuntimeClient(t, ctrd.Endpoint()), dir: dir, netns: ns, ctrd: ctrd}
 	h.resolvConf = setupClusterDNS(t, cs, dir)
 	stop := h.startAgent(t)
 	t.Cleanup(stop)

@@ -9,13 +9,12 @@ import (
 	"sort"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skiff-sh/skiff/internal/agent/cri"
 	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/containerd/containerdtest"
 	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/image"
 )
@@ -24,15 +23,14 @@ import (
 // containerd holding a live pod with four attempts of one container (three
 // dead), a pod the API no longer has, and an image nothing uses.
 func TestGarbageCollect(t *testing.T) {
-	needCRI(t)
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "skiff-gc-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ctrd := startContainerd(t, dir, netns(t))
-	client := criClient(t, ctrd.Endpoint())
+	ctrd, _ := containerdtest.Start(t, dir, containerdtest.Options{})
+	client := containerdtest.RuntimeClient(t, ctrd.Endpoint())
 	logDir := filepath.Join(dir, "pods")
 	// an unused image that is not skiff's own
 	files, err := image.BusyboxFiles(ctx, image.DefaultBusybox)
@@ -117,7 +115,7 @@ func TestGarbageCollect(t *testing.T) {
 	if _, err := client.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: goneCtr}); err == nil {
 		t.Errorf("orphan's container %s still exists", goneCtr)
 	}
-	imgs, err := runtimeapi.NewImageServiceClient(criConn(t, ctrd.Endpoint())).ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	imgs, err := runtimeapi.NewImageServiceClient(containerdtest.Conn(t, ctrd.Endpoint())).ListImages(ctx, &runtimeapi.ListImagesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,16 +129,6 @@ func TestGarbageCollect(t *testing.T) {
 	if want := fmt.Sprint([]string{image.BusyboxName, image.PauseName}); fmt.Sprint(tags) != want {
 		t.Errorf("images %v, want %s", tags, want)
 	}
-}
-
-func criConn(t *testing.T, endpoint string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // testSandbox is a sandbox the test made as the runtime would.

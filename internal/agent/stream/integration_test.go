@@ -5,25 +5,21 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skiff-sh/skiff/internal/agent"
 	"github.com/skiff-sh/skiff/internal/agent/cri"
 	"github.com/skiff-sh/skiff/internal/agent/stream"
 	"github.com/skiff-sh/skiff/internal/agent/stream/streamtest"
-	"github.com/skiff-sh/skiff/internal/containerd"
+	"github.com/skiff-sh/skiff/internal/containerd/containerdtest"
 	"github.com/skiff-sh/skiff/internal/controller/controllertest"
 	"github.com/skiff-sh/skiff/internal/image"
 	"github.com/skiff-sh/skiff/internal/pki"
@@ -46,23 +42,14 @@ func TestKubectlStreaming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs containers")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run containerd and create network namespaces")
-	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ip", "nsenter", "go", image.DefaultBusybox,
-		filepath.Join(containerd.DefaultCNIBinDir, "bridge")} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s (hack/install-deps.sh installs it): %v", bin, err)
-		}
-	}
 	kubectls := streamtest.Versions(t, "1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33")
 	dir, err := os.MkdirTemp("", "skiff-stream-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ns := newNetns(t)
-	endpoint, cniConf := runContainerd(t, dir, ns)
+	ctrd, ns := containerdtest.Start(t, dir, containerdtest.Options{TestserverModule: "../../.."})
+	endpoint, cniConf := ctrd.Endpoint(), ctrd.CNIConfDir()
 
 	srv, err := server.New(server.Config{DataDir: filepath.Join(dir, "server"), Listen: "127.0.0.1:0", Logger: controllertest.Logger(),
 		DisableControllerManager: true, DisableScheduler: true})
@@ -218,109 +205,4 @@ func runUntilCleanup(t *testing.T, what string, run func(context.Context) error)
 			t.Errorf("%s did not stop", what)
 		}
 	})
-}
-
-// newNetns creates the network namespace containerd (and the pods) run in.
-func newNetns(t *testing.T) string {
-	name := fmt.Sprintf("skiff-stream-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
-	return "/run/netns/" + name
-}
-
-// runContainerd runs containerd in ns (through nsenter) with the pause,
-// busybox and testserver images; at cleanup every sandbox is removed first.
-func runContainerd(t *testing.T, dir, ns string) (endpoint, cniConfDir string) {
-	c, err := containerd.New(containerd.Config{Dir: filepath.Join(dir, "containerd"), SandboxImage: image.PauseName,
-		NetNS: ns, Logger: controllertest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		removeSandboxes(t, c.Endpoint())
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			t.Error("containerd did not stop")
-		}
-		b, _ := os.ReadFile("/proc/self/mounts")
-		lines := strings.Split(string(b), "\n")
-		for i := len(lines) - 1; i >= 0; i-- {
-			if f := strings.Fields(lines[i]); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-				_ = exec.Command("umount", "-l", f[1]).Run()
-			}
-		}
-	})
-	select {
-	case <-c.Ready():
-	case err := <-done:
-		t.Fatalf("containerd: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("containerd not ready")
-	}
-	files, err := image.BusyboxFiles(ctx, image.DefaultBusybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pause, err := image.PauseSpec(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, err := image.BuildTestserver(ctx, "../../..", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tsSpec, err := image.TestserverSpec(files, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := containerd.Importer{Address: c.Endpoint()}
-	for _, spec := range []image.Spec{pause, image.BusyboxSpec(files), tsSpec} {
-		img, err := image.Build(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		archive := filepath.Join(dir, image.ArchiveFileName(spec.Name))
-		if err := img.WriteArchiveFile(archive); err != nil {
-			t.Fatal(err)
-		}
-		if err := im.Import(ctx, spec.Name, archive); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return c.Endpoint(), c.CNIConfDir()
-}
-
-// removeSandboxes stops and removes every sandbox, so no container or
-// mount outlives the test.
-func removeSandboxes(t *testing.T, endpoint string) {
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	for _, sb := range sbs.Items {
-		_, _ = rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id})
-		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
-			t.Errorf("cleanup: remove sandbox %s: %v", sb.Id, err)
-		}
-	}
 }
