@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -287,7 +288,7 @@ func finish(ctx context.Context, cfg Config, pr *progress, l *lab.Lab, fresh boo
 		}
 		url = "http://" + addr
 		set(url + " → " + d.LBIP + ":" + strconv.Itoa(demoPort))
-		return waitURL(ctx, url, time.Minute)
+		return waitURL(ctx, url, DemoReplicas, time.Minute)
 	}); err != nil {
 		return nil, err
 	}
@@ -426,32 +427,51 @@ func waitDemo(ctx context.Context, c kubernetes.Interface, timeout time.Duration
 	}
 }
 
-// waitURL waits until url answers 200 (the proxy of node 0 has programmed
-// the LoadBalancer IP).
-func waitURL(ctx context.Context, url string, timeout time.Duration) error {
-	hc := &http.Client{Timeout: 5 * time.Second}
+// waitURL waits until url has answered from want different replicas (the
+// testserver names its pod in podName): the proxy of node 0 has programmed
+// the LoadBalancer IP and every replica's endpoint, so what `skiff up`
+// prints is true when it prints it. At most 1,000 requests, within timeout.
+func waitURL(ctx context.Context, url string, want int, timeout time.Duration) error {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(timeout)
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := hc.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+	seen := map[string]bool{}
+	for i := 0; ; i++ {
+		err := func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
 			}
-			err = fmt.Errorf("%s", resp.Status)
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s", resp.Status)
+			}
+			var echo struct {
+				PodName string `json:"podName"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&echo); err != nil {
+				return fmt.Errorf("reading the answer: %w", err)
+			}
+			seen[echo.PodName] = true
+			return nil
+		}()
+		if err == nil && len(seen) >= want {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not answer after %s: %w (the service proxy on node 0 forwards the LoadBalancer IP; see its agent log)", url, timeout, err)
+		if err == nil {
+			err = fmt.Errorf("answers came from %d of %d replicas", len(seen), want)
+		}
+		if time.Now().After(deadline) || i >= 1000 {
+			return fmt.Errorf("%s does not answer from all %d replicas after %s: %w (the service proxy on node 0 forwards the LoadBalancer IP; see its agent log)", url, want, timeout, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -29,13 +29,14 @@ import (
 // cluster with the same lines; `skiff down` leaves no namespace, route,
 // nftables table, mount or process behind.
 //
-// It runs the binary `make test-e2e` built (bin/skiff) rather than `make
-// up`: make up is `make deps` (hack/install-deps.sh, the deps stage of
-// make test) + go build + `skiff up`, and its defaults (/var/lib/skiff,
-// port 8080) are the user's, which a test must not take. Missing
-// prerequisites (no containerd, not root, port in use) are covered by
-// internal/up's TestCheck and TestCheckRealPathWithoutContainerd (a PATH
-// without containerd), since a test cannot uninstall containerd.
+// The first start is `make up` in a fresh clone of this repository (its
+// committed state), as a newcomer runs it: make deps, make build, then
+// `bin/skiff up`, with UP_ARGS moving the data dir, the port and the
+// cluster name off the user's defaults (/var/lib/skiff, 8080, local). The
+// later steps use the binary under test. Missing prerequisites (no
+// containerd, not root, port in use) are covered by internal/up's TestCheck
+// and TestCheckRealPathWithoutContainerd (a PATH without containerd), since
+// a test cannot uninstall containerd.
 func TestUp(t *testing.T) {
 	if why := lab.Missing(); why != "" {
 		t.Skip(why)
@@ -43,6 +44,7 @@ func TestUp(t *testing.T) {
 	k := framework.LatestKubectl(t)
 	dir := filepath.Join(t.TempDir(), "skiff")
 	name := fmt.Sprintf("up%d", os.Getpid()%100000)
+	clone := cloneRepo(t)
 	before := hostSnapshot(t)
 	downDone := false
 	t.Cleanup(func() {
@@ -52,11 +54,11 @@ func TestUp(t *testing.T) {
 		}
 	})
 
-	r := skiff(t, 5*time.Minute, "up", "--data-dir", dir, "--port", "0", "--name", name)
-	t.Logf("skiff up:\n%s", r.Stdout)
-	if r.ExitCode != 0 {
+	r := run(t, clone, 8*time.Minute, "make", "up", fmt.Sprintf("UP_ARGS=--data-dir %s --port 0 --name %s", dir, name))
+	t.Logf("make up:\n%s", r.Stdout)
+	if r.ExitCode != 0 || r.Err != nil {
 		printUpLogs(t, dir)
-		t.Fatalf("skiff up: %s", r)
+		t.Fatalf("make up: %s", r)
 	}
 	kubeconfig, url := outputLine(t, r.Stdout, "KUBECONFIG="), outputLine(t, r.Stdout, "URL=")
 	if !strings.Contains(r.Stdout, "export KUBECONFIG="+kubeconfig) || !strings.Contains(r.Stdout, "READINESS GATES") {
@@ -262,16 +264,33 @@ func checkNothingLeft(t *testing.T, before host, dir string, inodes map[uint64]b
 // the source of the demo image there).
 func skiff(t *testing.T, timeout time.Duration, args ...string) framework.Result {
 	t.Helper()
+	return run(t, moduleDir(t), timeout, env.Binary, args...)
+}
+
+// cloneRepo clones this repository's committed state into a temporary
+// directory, as a newcomer's clean clone.
+func cloneRepo(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "repo")
+	if r := run(t, moduleDir(t), 2*time.Minute, "git", "clone", "-q", "--no-hardlinks", moduleDir(t), dir); r.ExitCode != 0 || r.Err != nil {
+		t.Fatalf("git clone: %s", r)
+	}
+	return dir
+}
+
+// run runs a command in dir, bounded by timeout.
+func run(t *testing.T, dir string, timeout time.Duration, name string, args ...string) framework.Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, env.Binary, args...)
-	cmd.Dir = moduleDir(t)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	r := framework.Result{Stdout: out.String(), Stderr: errb.String(), ExitCode: cmd.ProcessState.ExitCode()}
 	if ctx.Err() != nil {
-		r.Err = fmt.Errorf("skiff %s did not end within %s", args[0], timeout)
+		r.Err = fmt.Errorf("%s %s did not end within %s", name, strings.Join(args, " "), timeout)
 	} else if err != nil && r.ExitCode < 0 {
 		r.Err = err
 	}
